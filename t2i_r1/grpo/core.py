@@ -1,0 +1,498 @@
+"""BiCoT-GRPO math as pure tensor functions: advantages, PPO-clip policy loss, k3 KL, loss aggregation.
+
+No model, no optimizer, no process group: every function maps tensors to tensors and is unit-tested on
+CPU (``tests/test_grpo_core.py``). The trainer calls them in order: ``aggregate_rewards`` once per
+rollout batch, ``grpo_loss`` once per optimisation pass.
+
+Dimensions (used in every shape comment below):
+    B  prompts in the rollout batch
+    G  plans sampled per prompt
+    K  images sampled per plan (default 1)
+    N  samples = B * G * K, laid out group after group: sample n belongs to group n // (G * K)
+    R  reward functions
+    T  tokens of one sequence (plan and image tokens side by side; see ``grpo_loss``)
+    S  segments (``plan``, ``image``)
+
+Choices, and how they differ from the paper / the reference implementation (REFERENCE-NOTES.md):
+ 1. Group = all G * K images of one prompt, as in the paper: a plan and the images drawn from it are
+    scored against every other plan and image of the same prompt.
+ 2. Advantage ``(r - mean) / (std + eps)`` with eps = 1e-4 and the sample (n - 1) std, as the
+    reference (``torch.std``); ``std="population"`` divides by n instead.
+ 3. NaN rewards mean "missing", never 0 (the reward interface's contract): group mean and std use the
+    non-NaN members only and a NaN sample gets advantage 0. The reference has no NaN handling.
+ 4. A group whose valid rewards are all equal (or that has fewer than two valid rewards for the
+    sample std) is "zero-variance": its advantages are exactly 0 instead of round-off over 1e-4, it is
+    counted in the stats, and ``drop_zero_variance=True`` returns a keep-mask without it, so the
+    trainer can skip samples that carry no policy gradient (DAPO's dynamic sampling, minus the
+    re-sampling). The reference keeps them, which only adds KL terms.
+ 5. Two reward aggregations, by name: ``sum_then_normalize`` (the paper: weighted sum of the rewards,
+    NaN entries skipped, all-NaN -> NaN, then one normalisation) and ``normalize_then_sum`` (each
+    reward normalised within the group, then the weighted sum of those z-scores; the sum is not
+    normalised again, so a weight states how many group-stds that reward is worth, and a reward with a
+    large spread can no longer drown one with a small spread). Skipped NaN entries are not
+    re-weighted: a group shares one prompt, so a reward that does not apply is usually NaN for the
+    whole group and shifts all members alike.
+ 6. Policy loss: PPO clip on the per-token ratio ``exp(logp - old_logp)`` against the sampling-time
+    log-probs, with separate eps_low / eps_high (DAPO). The reference computes
+    ``exp(lp - lp.detach())`` (ratio fixed at 1), so clipping never acts and several passes per
+    rollout are not valid; with one pass (``old_logp = logp.detach()``) ours has the same value and
+    gradient (tested).
+ 7. KL to the reference policy with the k3 estimator ``exp(ref - lp) - (ref - lp) - 1``, added per
+    token with weight beta (paper 0.01), as the reference.
+ 8. Loss aggregation, by name: ``token_mean`` (the paper: one mean over every valid plan and image
+    token), ``sequence_mean`` (mean per sample, then over samples: every sample weighs the same
+    whatever its length) and ``segment_weighted`` (a token mean per segment, combined as
+    ``w_plan * plan_mean + w_image * image_mean``). Why the last: a plan has ~50-100 tokens and an
+    image 576, so in a plain token mean the plan gets ~10-15% of the gradient and is nearly ignored
+    (the reference's behaviour). Weights are not re-normalised: an empty segment (the ``token``
+    ablation has no plan) contributes 0 and leaves the other term at its own weight.
+ 9. Every mean is over the tensors passed in (one micro-batch on one process), as the reference does
+    per device; the trainer decides how micro-batches and processes are averaged.
+ 10. Masked positions never reach ``exp``: their log-ratio is set to 0 first, so padding log-probs that
+    are -inf or garbage cannot leak NaN into the gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ADVANTAGE_ESTIMATORS",
+    "LOSS_AGGREGATIONS",
+    "AdvantageStats",
+    "PolicyLossStats",
+    "Segment",
+    "aggregate_loss",
+    "aggregate_rewards",
+    "group_advantages",
+    "grpo_loss",
+    "kl_k3",
+    "policy_loss",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Advantages
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AdvantageStats:
+    """What the advantage computation saw, per group and per sample (tensors; ``as_log`` gives floats)."""
+
+    group_mean: Tensor  # (B,) mean of the valid (non-NaN) total rewards of each group; NaN if none
+    group_std: Tensor  # (B,) std of the same (sample or population as asked); 0 where undefined
+    zero_variance: Tensor  # (B,) bool: the group carries no policy gradient
+    keep: Tensor  # (N,) bool: samples to train on (all True unless drop_zero_variance)
+    valid: Tensor  # (N,) bool: sample has a (non-NaN) reward
+    total_reward: Tensor  # (N,) the reward that was normalised (sum_then_normalize) or logged
+
+    @property
+    def num_zero_variance(self) -> int:
+        return int(self.zero_variance.sum())
+
+    def as_log(self) -> dict[str, float]:
+        valid_total = self.total_reward[self.valid]
+        return {
+            "reward_mean": float(valid_total.mean()) if valid_total.numel() else float("nan"),
+            "reward_std_within_group": float(self.group_std.mean()),
+            "zero_variance_groups": float(self.num_zero_variance),
+            "zero_variance_fraction": float(self.zero_variance.float().mean()),
+            "missing_reward_fraction": float((~self.valid).float().mean()),
+            "kept_fraction": float(self.keep.float().mean()),
+        }
+
+
+def _check_groups(n: int, group_size: int, what: str) -> int:
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    if n % group_size:
+        raise ValueError(f"{what} has {n} samples, not a multiple of group_size={group_size}")
+    return n // group_size
+
+
+def _group_moments(rewards: Tensor, group_size: int, std: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """NaN-aware group mean and std. Returns (mean (B,), std (B,), zero_variance (B,), valid (N,))."""
+    if std not in ("sample", "population"):
+        raise ValueError(f"std must be 'sample' or 'population', got {std!r}")
+    grouped = rewards.view(-1, group_size)  # (B, G*K)
+    valid = ~torch.isnan(grouped)  # (B, G*K)
+    count = valid.sum(dim=1)  # (B,)
+    filled = torch.where(valid, grouped, torch.zeros_like(grouped))  # (B, G*K)
+    mean = filled.sum(dim=1) / count.clamp(min=1)  # (B,)
+    squares = torch.where(valid, (grouped - mean[:, None]) ** 2, torch.zeros_like(grouped))  # (B, G*K)
+    dof = count - 1 if std == "sample" else count  # (B,)
+    group_std = (squares.sum(dim=1) / dof.clamp(min=1)).sqrt()  # (B,)
+    # Exact test (max == min over valid members), not std < tol: identical rewards can give a std
+    # of ~1e-17 from round-off in the mean, which is not a real signal.
+    high = torch.where(valid, grouped, torch.full_like(grouped, -torch.inf)).amax(dim=1)  # (B,)
+    low = torch.where(valid, grouped, torch.full_like(grouped, torch.inf)).amin(dim=1)  # (B,)
+    min_count = 2 if std == "sample" else 1
+    zero_variance = (count < min_count) | (high == low)  # (B,)
+    group_std = torch.where(count < min_count, torch.zeros_like(group_std), group_std)  # (B,)
+    mean = torch.where(count == 0, torch.full_like(mean, torch.nan), mean)  # (B,)
+    return mean, group_std, zero_variance, valid.view(-1)
+
+
+def group_advantages(
+    rewards: Tensor,
+    group_size: int,
+    eps: float = 1e-4,
+    std: str = "sample",
+    drop_zero_variance: bool = False,
+) -> tuple[Tensor, AdvantageStats]:
+    """``(r - mean_group) / (std_group + eps)`` over consecutive groups of ``group_size`` samples.
+
+    rewards: (N,) float, NaN = missing. Returns advantages (N,) in the rewards' dtype (computed in
+    float64) and ``AdvantageStats``. NaN samples and zero-variance groups get advantage exactly 0.
+    """
+    if rewards.dim() != 1 or not rewards.is_floating_point():
+        raise ValueError(f"rewards must be a 1-D float tensor (N,), got {tuple(rewards.shape)} {rewards.dtype}")
+    num_groups = _check_groups(rewards.numel(), group_size, "rewards")
+    r = rewards.double()  # (N,)
+    mean, group_std, zero_variance, valid = _group_moments(r, group_size, std)  # (B,), (B,), (B,), (N,)
+    advantages = (r.view(num_groups, group_size) - mean[:, None]) / (group_std[:, None] + eps)  # (B, G*K)
+    advantages = advantages.view(-1)  # (N,)
+    no_signal = ~valid | zero_variance.repeat_interleave(group_size)  # (N,)
+    advantages = torch.where(no_signal, torch.zeros_like(advantages), advantages)  # (N,)
+    keep = torch.ones_like(valid)  # (N,)
+    if drop_zero_variance:
+        keep = ~zero_variance.repeat_interleave(group_size)  # (N,)
+    stats = AdvantageStats(
+        group_mean=mean.to(rewards.dtype),
+        group_std=group_std.to(rewards.dtype),
+        zero_variance=zero_variance,
+        keep=keep,
+        valid=valid,
+        total_reward=rewards,
+    )
+    return advantages.to(rewards.dtype), stats
+
+
+def _weighted_nansum(per_reward: Tensor, weights: Tensor) -> Tensor:
+    """Weighted sum over rewards skipping NaN entries; a sample with every entry NaN stays NaN."""
+    present = ~torch.isnan(per_reward)  # (N, R)
+    terms = torch.where(present, per_reward * weights, torch.zeros_like(per_reward))  # (N, R)
+    total = terms.sum(dim=1)  # (N,)
+    return torch.where(present.any(dim=1), total, torch.full_like(total, torch.nan))  # (N,)
+
+
+def _check_per_reward(per_reward: Tensor, weights: Tensor | list[float]) -> Tensor:
+    if per_reward.dim() != 2 or not per_reward.is_floating_point():
+        raise ValueError(f"per_reward must be a 2-D float tensor (N, R), got {tuple(per_reward.shape)}")
+    weights = torch.as_tensor(weights, dtype=per_reward.dtype, device=per_reward.device)  # (R,)
+    if weights.shape != (per_reward.shape[1],):
+        raise ValueError(f"weights has shape {tuple(weights.shape)}, expected ({per_reward.shape[1]},): one per reward")
+    return weights
+
+
+def sum_then_normalize(
+    per_reward: Tensor,
+    weights: Tensor | list[float],
+    group_size: int,
+    eps: float = 1e-4,
+    std: str = "sample",
+    drop_zero_variance: bool = False,
+) -> tuple[Tensor, AdvantageStats]:
+    """The paper: total = weighted NaN-skipping sum over rewards (N,), then ``group_advantages``."""
+    weights = _check_per_reward(per_reward, weights)  # (R,)
+    total = _weighted_nansum(per_reward, weights)  # (N,)
+    return group_advantages(total, group_size, eps=eps, std=std, drop_zero_variance=drop_zero_variance)
+
+
+def normalize_then_sum(
+    per_reward: Tensor,
+    weights: Tensor | list[float],
+    group_size: int,
+    eps: float = 1e-4,
+    std: str = "sample",
+    drop_zero_variance: bool = False,
+) -> tuple[Tensor, AdvantageStats]:
+    """Each reward normalised within its group (NaN -> 0), then the weighted sum of the z-scores.
+
+    A group is zero-variance when every reward is zero-variance in it (then all its advantages are 0).
+    ``stats.total_reward`` and the group mean/std are those of the weighted raw sum, for logging.
+    """
+    weights = _check_per_reward(per_reward, weights)  # (R,)
+    num_groups = _check_groups(per_reward.shape[0], group_size, "per_reward")
+    advantages = torch.zeros(per_reward.shape[0], dtype=per_reward.dtype, device=per_reward.device)  # (N,)
+    zero_variance = torch.ones(num_groups, dtype=torch.bool, device=per_reward.device)  # (B,)
+    for j in range(per_reward.shape[1]):
+        adv_j, stats_j = group_advantages(per_reward[:, j].contiguous(), group_size, eps=eps, std=std)  # (N,)
+        advantages = advantages + weights[j] * adv_j  # (N,)
+        zero_variance = zero_variance & stats_j.zero_variance  # (B,)
+    total = _weighted_nansum(per_reward, weights)  # (N,)
+    mean, group_std, _, valid = _group_moments(total.double(), group_size, std)  # (B,), (B,), _, (N,)
+    keep = torch.ones_like(valid)  # (N,)
+    if drop_zero_variance:
+        keep = ~zero_variance.repeat_interleave(group_size)  # (N,)
+    stats = AdvantageStats(
+        group_mean=mean.to(per_reward.dtype),
+        group_std=group_std.to(per_reward.dtype),
+        zero_variance=zero_variance,
+        keep=keep,
+        valid=valid,
+        total_reward=total,
+    )
+    return advantages, stats
+
+
+# name -> function(per_reward (N, R), weights (R,), group_size, eps, std, drop_zero_variance)
+ADVANTAGE_ESTIMATORS: dict[str, Callable[..., tuple[Tensor, AdvantageStats]]] = {
+    "sum_then_normalize": sum_then_normalize,
+    "normalize_then_sum": normalize_then_sum,
+}
+
+
+def aggregate_rewards(
+    per_reward: Tensor,
+    weights: Tensor | list[float],
+    group_size: int,
+    mode: str = "sum_then_normalize",
+    eps: float = 1e-4,
+    std: str = "sample",
+    drop_zero_variance: bool = False,
+) -> tuple[Tensor, AdvantageStats]:
+    """Rewards (N, R) and their weights (R,) -> advantages (N,) and stats, by the named aggregation."""
+    try:
+        estimator = ADVANTAGE_ESTIMATORS[mode]
+    except KeyError:
+        raise ValueError(f"unknown reward aggregation mode {mode!r}; known: {sorted(ADVANTAGE_ESTIMATORS)}") from None
+    return estimator(per_reward, weights, group_size, eps=eps, std=std, drop_zero_variance=drop_zero_variance)
+
+
+# --------------------------------------------------------------------------------------------------
+# Policy loss and KL
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PolicyLossStats:
+    """Token counts over valid tokens (tensors, detached)."""
+
+    clip_low_fraction: Tensor  # () share of valid tokens clipped at 1 - eps_low with A < 0 (no gradient)
+    clip_high_fraction: Tensor  # () share clipped at 1 + eps_high with A > 0 (no gradient)
+    ratio_mean: Tensor  # () mean importance ratio over valid tokens
+
+    def as_log(self) -> dict[str, float]:
+        return {
+            "clip_low_fraction": float(self.clip_low_fraction),
+            "clip_high_fraction": float(self.clip_high_fraction),
+            "clip_fraction": float(self.clip_low_fraction + self.clip_high_fraction),
+            "ratio_mean": float(self.ratio_mean),
+        }
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of values (N, T) over mask (N, T) bool; 0 (still in the graph) when the mask is empty."""
+    total = torch.where(mask, values, torch.zeros_like(values)).sum()  # ()
+    return total / mask.sum().clamp(min=1)
+
+
+def policy_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+) -> tuple[Tensor, PolicyLossStats]:
+    """PPO-clip per token: ``max(-A * ratio, -A * clip(ratio, 1 - eps_low, 1 + eps_high))``.
+
+    logp, old_logp: (N, T) log-probs of the sampled tokens under the current policy and at sampling
+    time; advantages: (N,); mask: (N, T) bool. Returns per-token loss (N, T), 0 where masked.
+    With ``old_logp = logp.detach()`` the ratio is 1 and value and gradient equal the paper's
+    ``-exp(logp - logp.detach()) * A``.
+    """
+    if logp.shape != old_logp.shape or logp.shape != mask.shape:
+        raise ValueError(
+            f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and mask {tuple(mask.shape)} must match"
+        )
+    if advantages.shape != logp.shape[:1]:
+        raise ValueError(f"advantages has shape {tuple(advantages.shape)}, expected ({logp.shape[0]},)")
+    mask = mask.bool()  # (N, T)
+    log_ratio = torch.where(mask, logp - old_logp, torch.zeros_like(logp))  # (N, T)
+    ratio = log_ratio.exp()  # (N, T)
+    adv = advantages[:, None].to(logp.dtype)  # (N, 1)
+    unclipped = -adv * ratio  # (N, T)
+    clipped = -adv * ratio.clamp(1.0 - eps_low, 1.0 + eps_high)  # (N, T)
+    # The pessimistic bound: where the clipped term wins, the gradient is zero (clamp is flat there).
+    per_token = torch.maximum(unclipped, clipped)  # (N, T)
+    per_token = torch.where(mask, per_token, torch.zeros_like(per_token))  # (N, T)
+    with torch.no_grad():
+        low = (ratio < 1.0 - eps_low) & (adv < 0) & mask  # (N, T)
+        high = (ratio > 1.0 + eps_high) & (adv > 0) & mask  # (N, T)
+        count = mask.sum().clamp(min=1).to(logp.dtype)
+        stats = PolicyLossStats(
+            clip_low_fraction=low.sum().to(logp.dtype) / count,
+            clip_high_fraction=high.sum().to(logp.dtype) / count,
+            ratio_mean=_masked_mean(ratio, mask),
+        )
+    return per_token, stats
+
+
+def kl_k3(logp: Tensor, ref_logp: Tensor, mask: Tensor | None = None) -> Tensor:
+    """k3 estimator of KL(policy || reference) per token: ``exp(ref - lp) - (ref - lp) - 1`` >= 0.
+
+    logp, ref_logp: (N, T). With a mask (N, T), masked positions are 0 and never reach ``exp``.
+    """
+    if logp.shape != ref_logp.shape:
+        raise ValueError(f"logp {tuple(logp.shape)} and ref_logp {tuple(ref_logp.shape)} must match")
+    diff = ref_logp - logp  # (N, T)
+    if mask is not None:
+        diff = torch.where(mask.bool(), diff, torch.zeros_like(diff))  # (N, T)
+    return diff.exp() - diff - 1.0  # (N, T)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loss aggregation
+# --------------------------------------------------------------------------------------------------
+
+
+def token_mean(per_token: Tensor, mask: Tensor, segments=None, weights=None) -> Tensor:
+    """One mean over every valid token of the batch (the paper). Empty mask -> 0."""
+    return _masked_mean(per_token, mask)
+
+
+def sequence_mean(per_token: Tensor, mask: Tensor, segments=None, weights=None) -> Tensor:
+    """Mean over each sample's valid tokens, then over the samples that have any. Empty -> 0."""
+    counts = mask.sum(dim=1)  # (N,)
+    sums = torch.where(mask, per_token, torch.zeros_like(per_token)).sum(dim=1)  # (N,)
+    per_sequence = sums / counts.clamp(min=1)  # (N,)
+    has_tokens = counts > 0  # (N,)
+    return per_sequence.sum() / has_tokens.sum().clamp(min=1)  # samples without tokens add 0 to the sum
+
+
+def segment_weighted(
+    per_token: Tensor,
+    mask: Tensor,
+    segments: Mapping[str, Tensor] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> Tensor:
+    """``sum_s weights[s] * token_mean over (segments[s] & mask)``; an empty segment contributes 0."""
+    if not segments:
+        raise ValueError("segment_weighted needs segments: a mapping name -> (N, T) mask, e.g. plan and image")
+    weights = weights or {}
+    missing = sorted(set(segments) - set(weights))
+    if missing:
+        raise ValueError(f"segment_weighted: no weight for segment(s) {missing}; weights given for {sorted(weights)}")
+    stacked = torch.stack([m.bool() for m in segments.values()])  # (S, N, T)
+    if stacked.shape[1:] != per_token.shape:
+        raise ValueError(f"segment masks have shape {tuple(stacked.shape[1:])}, expected {tuple(per_token.shape)}")
+    if (stacked.sum(dim=0) > 1).any():
+        raise ValueError(f"segments {list(segments)} overlap: a token would be counted twice")
+    loss = per_token.new_zeros(())
+    for name, seg_mask in zip(segments, stacked):
+        loss = loss + weights[name] * _masked_mean(per_token, seg_mask & mask)
+    return loss
+
+
+# name -> function(per_token (N, T), mask (N, T) bool, segments, weights) -> scalar
+LOSS_AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
+    "token_mean": token_mean,
+    "sequence_mean": sequence_mean,
+    "segment_weighted": segment_weighted,
+}
+
+
+def aggregate_loss(
+    per_token: Tensor,
+    mask: Tensor,
+    mode: str = "token_mean",
+    segments: Mapping[str, Tensor] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> Tensor:
+    """Per-token loss (N, T) and mask (N, T) -> scalar, by the named aggregation (never NaN when empty)."""
+    try:
+        aggregate = LOSS_AGGREGATIONS[mode]
+    except KeyError:
+        raise ValueError(f"unknown loss aggregation {mode!r}; known: {sorted(LOSS_AGGREGATIONS)}") from None
+    if mask.shape != per_token.shape:
+        raise ValueError(f"mask {tuple(mask.shape)} and per_token {tuple(per_token.shape)} must match")
+    if mode != "segment_weighted" and (segments or weights):
+        raise ValueError(f"segments / weights only apply to mode 'segment_weighted', not {mode!r}")
+    return aggregate(per_token, mask.bool(), segments=segments, weights=weights)
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole loss
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Segment:
+    """Log-probs of one part of each sample (the plan, or the image tokens), all (N, T_s).
+
+    old_logp None: one pass per rollout (old = current, detached). ref_logp None: only with beta = 0.
+    """
+
+    logp: Tensor  # (N, T_s) current policy, with gradient
+    mask: Tensor  # (N, T_s) bool, True on tokens that are trained
+    old_logp: Tensor | None = None  # (N, T_s) at sampling time
+    ref_logp: Tensor | None = None  # (N, T_s) reference policy
+
+
+def grpo_loss(
+    segments: Mapping[str, Segment],
+    advantages: Tensor,
+    beta: float = 0.01,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    aggregation: str = "token_mean",
+    segment_weights: Mapping[str, float] | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Policy loss + beta * k3 over all segments, aggregated; returns (loss (), stats of floats).
+
+    The segments (e.g. ``{"plan": ..., "image": ...}``, each (N, T_s)) are laid side by side into one
+    (N, T) with T = sum T_s, so ``token_mean`` and ``sequence_mean`` see plan and image tokens of a
+    sample together and ``segment_weighted`` gets one mask per segment. A segment with no tokens (the
+    ``token`` ablation's plan) is simply absent or all-False.
+    """
+    if not segments:
+        raise ValueError("grpo_loss needs at least one segment")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    names = list(segments)
+    for name, seg in segments.items():
+        if seg.ref_logp is None and beta > 0:
+            raise ValueError(f"segment {name!r} has no ref_logp but beta={beta} > 0")
+    logp = torch.cat([s.logp for s in segments.values()], dim=1)  # (N, T)
+    mask = torch.cat([s.mask.bool() for s in segments.values()], dim=1)  # (N, T)
+    old_logp = torch.cat(
+        [(s.old_logp if s.old_logp is not None else s.logp.detach()) for s in segments.values()], dim=1
+    )  # (N, T)
+    # One mask per segment over the joint layout: True on that segment's columns (masked below).
+    seg_masks, start = {}, 0
+    for name in names:
+        width = segments[name].logp.shape[1]
+        seg_mask = torch.zeros_like(mask)  # (N, T)
+        seg_mask[:, start : start + width] = segments[name].mask.bool()
+        seg_masks[name] = seg_mask
+        start += width
+
+    pg, pg_stats = policy_loss(logp, old_logp, advantages, mask, eps_low, eps_high)  # (N, T)
+    per_token = pg  # (N, T)
+    kl = None
+    if beta > 0:
+        ref_logp = torch.cat([s.ref_logp for s in segments.values()], dim=1)  # (N, T)
+        kl = kl_k3(logp, ref_logp, mask)  # (N, T)
+        per_token = pg + beta * kl  # (N, T)
+
+    weights = segment_weights if aggregation == "segment_weighted" else None
+    seg_arg = seg_masks if aggregation == "segment_weighted" else None
+    loss = aggregate_loss(per_token, mask, aggregation, segments=seg_arg, weights=weights)  # ()
+
+    with torch.no_grad():
+        stats: dict[str, float] = {"loss": float(loss)}
+        stats["policy_loss"] = float(aggregate_loss(pg, mask, aggregation, segments=seg_arg, weights=weights))
+        stats.update(pg_stats.as_log())
+        stats["kl_mean"] = float(_masked_mean(kl, mask)) if kl is not None else 0.0
+        for name, seg_mask in seg_masks.items():
+            stats[f"{name}_tokens"] = float(seg_mask.sum())
+            if kl is not None:
+                stats[f"kl_mean_{name}"] = float(_masked_mean(kl, seg_mask))
+    return loss, stats

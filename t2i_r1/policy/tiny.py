@@ -1,0 +1,132 @@
+"""Tiny Janus models built from configs, with a tokenizer trained in-process.
+
+They run the real transformers classes on a CPU in milliseconds, with no download: the test suite,
+the benchmarks and the placeholder demo use them. ``TinyJanusSpec`` mirrors the presets of
+``../shared/bench/reference_step.py`` so speed comparisons use the same shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import JanusConfig, JanusForConditionalGeneration, JanusProcessor, LlamaConfig, PreTrainedTokenizerFast
+from transformers.models.janus.configuration_janus import JanusVisionConfig, JanusVQVAEConfig
+from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
+
+from t2i_r1.policy.janus import JanusPolicy
+
+BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
+IMAGE_TOKEN, BOI, EOI = "<image_placeholder>", "<begin_of_image>", "<end_of_image>"
+ROLE_TOKENS = ["<|User|>", "<|Assistant|>"]
+
+# Our own Jinja rendering of DeepSeek's chat format ("<|User|>: ...\n\n<|Assistant|>:"), the format of
+# the Janus-Pro processors on the hub. Newlines go through expressions because chat templates are
+# compiled with trim_blocks, which eats a newline that follows a block tag.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}<|User|>: {% else %}<|Assistant|>: {% endif %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] | trim }}{% endif %}{% endfor %}"
+    "{% if message['role'] == 'user' %}{{ '\n\n' }}{% else %}<｜end▁of▁sentence｜>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
+)
+
+DEFAULT_CORPUS = (
+    "a photo of a red cube left of a blue sphere . two green cats and a yellow dog on top of a wooden table . "
+    "the image shows one small purple circle above a large orange square with striped texture . "
+    "draw the plan : objects , colours , shapes , textures , counts and where each object is . "
+)
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int = 384) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained in milliseconds, with Janus's special tokens and BOS added on encode."""
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = [PAD, BOS, EOS, IMAGE_TOKEN, BOI, EOI]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(corpus), trainer=trainer)
+    tok.add_tokens(ROLE_TOKENS)
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, padding_side="left",
+        extra_special_tokens={"image_token": IMAGE_TOKEN, "boi_token": BOI, "eoi_token": EOI},
+    )
+
+
+@dataclass
+class TinyJanusSpec:
+    """Shapes of a tiny Janus. ``image_tokens`` must be a square; the decoded side is 8 * sqrt(image_tokens)."""
+
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    image_tokens: int = 64
+    codebook: int = 1024
+    vocab: int = 512
+    intermediate: int | None = None
+    max_positions: int = 1024
+    seed: int = 0
+
+
+PRESETS = {
+    "tiny": TinyJanusSpec(hidden=128, layers=2, heads=4, image_tokens=64),
+    "medium": TinyJanusSpec(hidden=256, layers=4, heads=4, image_tokens=256),
+}
+
+
+def build_tiny_janus(
+    spec: TinyJanusSpec | None = None, tokenizer: PreTrainedTokenizerFast | None = None
+) -> JanusPolicy:
+    """A randomly initialised Janus (real transformers classes) and its processor, as a ``JanusPolicy``."""
+    spec = spec or TinyJanusSpec()
+    tokenizer = tokenizer or train_tokenizer([DEFAULT_CORPUS], vocab_size=min(384, spec.vocab - 16))
+    if len(tokenizer) > spec.vocab:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model vocabulary is {spec.vocab}")
+    side = math.isqrt(spec.image_tokens)
+    if side * side != spec.image_tokens:
+        raise ValueError(f"image_tokens must be a square number, got {spec.image_tokens}")
+    H = spec.hidden
+    ids = tokenizer.convert_tokens_to_ids
+    text = LlamaConfig(
+        vocab_size=spec.vocab, hidden_size=H, intermediate_size=spec.intermediate or H * 11008 // 4096,
+        num_hidden_layers=spec.layers, num_attention_heads=spec.heads, num_key_value_heads=spec.heads,
+        max_position_embeddings=spec.max_positions,
+        bos_token_id=ids(BOS), eos_token_id=ids(EOS), pad_token_id=ids(PAD),
+    )
+    vision = JanusVisionConfig(
+        hidden_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=8 * side, patch_size=8,
+        projection_dim=H, num_image_tokens=spec.image_tokens, depth=2,
+    )
+    vq = JanusVQVAEConfig(
+        embed_dim=8, num_embeddings=spec.codebook, latent_channels=32, base_channels=32,
+        channel_multiplier=[1, 1, 2, 2], num_res_blocks=1, projection_dim=H, image_token_embed_dim=H,
+        num_hidden_layers=2,
+    )
+    config = JanusConfig(
+        text_config=text, vision_config=vision, vq_config=vq, image_token_id=ids(IMAGE_TOKEN),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(spec.seed)
+    model = JanusForConditionalGeneration(config).eval()
+    processor = JanusProcessor(
+        image_processor=JanusImageProcessorPil(size={"height": 8 * side, "width": 8 * side}),
+        tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, num_image_tokens=spec.image_tokens,
+    )
+    return JanusPolicy(model, processor)
+
+
+def save_tiny_janus(directory: str | Path, spec: TinyJanusSpec | None = None) -> Path:
+    """Build a tiny Janus and write it as a loadable checkpoint directory."""
+    directory = Path(directory)
+    build_tiny_janus(spec).save_pretrained(directory)
+    return directory

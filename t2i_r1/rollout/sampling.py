@@ -1,0 +1,291 @@
+"""Sampling of the two chains of thought: the semantic plan (text) and the image tokens (CFG).
+
+No optimizer and no reward here; everything runs under ``torch.no_grad``.
+
+Choices, and how they differ from the reference implementation:
+1. One KV-cached loop per level, written by us, because RL needs the log-prob of every sampled token
+   (transformers' ``generate(generation_mode="image")`` keeps only the last step's scores).
+2. Every distinct prompt is prefilled once and its cache is copied to its G samples (the reference
+   prefills G identical rows).
+3. The attention mask is allocated once for prompt + new tokens and sliced per step (the reference grows
+   it with a concatenation per token).
+4. CFG: conditional and unconditional rows go through the backbone as one batch with one cache;
+   the unconditional row is the conditional prompt with every token but BOS and <begin_of_image>
+   replaced by PAD, so both halves share position ids. ``guidance_scale == 1`` drops the
+   unconditional half altogether.
+5. Rows are processed in chunks sized from a memory budget for the KV cache (the reference: 32 rows).
+6. Recorded log-probs are those of the *tempered* distribution (logits / temperature) before top-p /
+   top-k truncation, the convention of TRL; the teacher-forced functions in ``logprobs.py`` compute the
+   same quantity, so the importance ratio at the first optimisation pass is exactly 1.
+   ``image_logprob_mode`` says whether image log-probs are taken under the guided distribution
+   (the one sampled) or the conditional one (what the reference trains); see ``logprobs.py``.
+
+Dimension letters: B distinct prompts, G samples per prompt, N = B*G rows, P prompt tokens,
+L plan tokens, T image tokens, H hidden, V text vocabulary, C image codebook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from transformers import DynamicCache
+
+from t2i_r1.policy.janus import JanusPolicy
+
+ImageLogprobMode = Literal["guided", "conditional"]
+
+
+@dataclass
+class PlanSamplingConfig:
+    max_new_tokens: int = 128
+    """Longest plan, EOS included; a plan that reaches it without EOS is kept whole (and truncated)."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"plan.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature <= 0:
+            raise ValueError(f"plan.temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"plan.top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class ImageSamplingConfig:
+    guidance_scale: float = 5.0
+    """Classifier-free guidance: logits = uncond + scale * (cond - uncond); 1 disables CFG."""
+    temperature: float = 1.0
+    top_k: int | None = None
+    logprob_mode: ImageLogprobMode = "guided"
+    """Distribution whose log-probs are recorded and trained: "guided" (sampled) or "conditional"."""
+    memory_budget_gb: float = 4.0
+    """KV-cache memory one chunk of rows may use; sets how many rows are sampled at once."""
+    max_rows_per_chunk: int | None = None
+    """Hard cap on rows per chunk (before doubling for CFG); None = from the memory budget only."""
+
+    def __post_init__(self):
+        if self.guidance_scale < 0:
+            raise ValueError(f"image.guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.temperature <= 0:
+            raise ValueError(f"image.temperature must be > 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"image.top_k must be >= 1 or null, got {self.top_k}")
+        if self.logprob_mode not in ("guided", "conditional"):
+            raise ValueError(f"image.logprob_mode must be 'guided' or 'conditional', got {self.logprob_mode!r}")
+        if self.memory_budget_gb <= 0:
+            raise ValueError(f"image.memory_budget_gb must be > 0, got {self.memory_budget_gb}")
+
+    @property
+    def uses_cfg(self) -> bool:
+        return self.guidance_scale != 1.0
+
+
+@dataclass
+class PlanSample:
+    """G plans for each of B prompts, rows grouped by prompt (row i belongs to prompt i // G)."""
+
+    prompt_ids: torch.LongTensor  # (N, P) left-padded plan prompts
+    prompt_mask: torch.LongTensor  # (N, P)
+    plan_ids: torch.LongTensor  # (N, L) PAD after EOS
+    plan_mask: torch.LongTensor  # (N, L) 1 up to and including EOS
+    logprobs: torch.Tensor  # (N, L) sampling-time log-probs, 0 outside the mask
+    texts: list[str]
+
+
+@dataclass
+class ImageSample:
+    prompt_ids: torch.LongTensor  # (N, P) left-padded image prompts ending with <begin_of_image>
+    prompt_mask: torch.LongTensor  # (N, P)
+    tokens: torch.LongTensor  # (N, T)
+    logprobs: torch.Tensor  # (N, T) sampling-time log-probs under ``logprob_mode``
+
+
+def position_ids_from_mask(mask: torch.LongTensor) -> torch.LongTensor:
+    """Positions that skip left padding: (N, S) mask -> (N, S) ids, 0 on padding."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _unique_rows(ids: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """Distinct rows of (N, P) ids and, for each row, the index of its distinct row."""
+    unique, inverse = torch.unique(ids, dim=0, return_inverse=True)
+    return unique, inverse
+
+
+def _prefill(policy: JanusPolicy, ids, mask, full_mask):
+    """Run the prompt of each *distinct* row once, then copy cache and last hidden state to every row.
+
+    ``ids``, ``mask``: (N, P); ``full_mask``: (N, P + new) preallocated. Returns (hidden (N, H), cache).
+    """
+    unique, inverse = _unique_rows(torch.cat([ids, mask], dim=1))
+    P = ids.shape[1]
+    u_ids, u_mask = unique[:, :P], unique[:, P:]
+    cache = DynamicCache(config=policy.model.config.text_config)
+    out = policy.backbone(
+        inputs_embeds=policy.embed_text(u_ids),  # (U, P, H)
+        attention_mask=u_mask,
+        position_ids=position_ids_from_mask(u_mask),
+        cache=cache,
+        use_cache=True,
+    )
+    if not torch.equal(inverse, torch.arange(len(ids), device=inverse.device)):
+        out.cache.reorder_cache(inverse)  # (U, ...) -> (N, ...); unique rows come sorted
+    return out.last_hidden_state[inverse, -1], out.cache  # (N, H)
+
+
+def _step(policy: JanusPolicy, embeds, full_mask, positions, cache):
+    """One cached decoding step: embeds (N, 1, H) at ``positions`` (N,) -> last hidden (N, H)."""
+    out = policy.backbone(
+        inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions[:, None], cache=cache, use_cache=True
+    )
+    return out.last_hidden_state[:, -1], out.cache
+
+
+def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.LongTensor:
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N, V) -> (N,)
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    cumulative = sorted_logits.softmax(-1).cumsum(-1)
+    drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top_p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def _top_k_filter(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
+    if top_k is None or top_k >= logits.shape[-1]:
+        return logits
+    kth = logits.topk(top_k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+@torch.no_grad()
+def sample_plans(
+    policy: JanusPolicy,
+    prompts: list[str],
+    num_samples: int,
+    config: PlanSamplingConfig,
+    generator: torch.Generator | None = None,
+) -> PlanSample:
+    """Sample ``num_samples`` plans per prompt from the reasoning instruction."""
+    _check_prompts(prompts)
+    texts = [policy.plan_prompt_text(p) for p in prompts]
+    tok = policy.tokenize(texts, what="prompt", reserve=config.max_new_tokens)
+    ids = tok.ids.repeat_interleave(num_samples, 0)  # (N, P)
+    mask = tok.mask.repeat_interleave(num_samples, 0)
+    N, P = ids.shape
+    L = config.max_new_tokens
+    full_mask = torch.cat([mask, mask.new_ones(N, L)], dim=1)  # (N, P + L), sliced per step
+    next_position = mask.sum(1)  # (N,)
+
+    hidden, cache = _prefill(policy, ids, mask, full_mask)
+    plan = ids.new_full((N, L), policy.pad_id)
+    logprobs = torch.zeros(N, L, device=ids.device)
+    done = torch.zeros(N, dtype=torch.bool, device=ids.device)
+    for t in range(L):
+        logits = policy.text_logits(hidden).float() / config.temperature  # (N, V)
+        log_p = logits.log_softmax(-1)
+        token = _sample(_top_p_filter(logits, config.top_p).softmax(-1), generator)  # (N,)
+        token = torch.where(done, torch.full_like(token, policy.pad_id), token)
+        plan[:, t] = token
+        logprobs[:, t] = torch.where(done, 0.0, log_p.gather(1, token[:, None]).squeeze(1))
+        done |= token == policy.eos_id
+        if bool(done.all()) or t == L - 1:
+            break
+        hidden, cache = _step(policy, policy.embed_text(token[:, None]), full_mask[:, : P + t + 1], next_position + t, cache)
+
+    plan_mask = _mask_through_eos(plan, policy.eos_id)
+    used = int(plan_mask.sum(1).max())  # trim the columns no row uses
+    plan, plan_mask, logprobs = plan[:, :used], plan_mask[:, :used], logprobs[:, :used] * plan_mask[:, :used]
+    return PlanSample(ids, mask, plan, plan_mask, logprobs, policy.decode_text(plan, plan_mask))
+
+
+def _mask_through_eos(tokens: torch.LongTensor, eos_id: int) -> torch.LongTensor:
+    """1 up to and including the first EOS of each row (the whole row when it has none)."""
+    is_eos = (tokens == eos_id).long()
+    before_or_at = (is_eos.cumsum(1) - is_eos) == 0  # no EOS strictly before this position
+    return before_or_at.long()
+
+
+def _check_prompts(prompts: list[str]) -> None:
+    if not prompts:
+        raise ValueError("no prompts given")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise ValueError(f"prompt {i} is empty")
+
+
+def rows_per_chunk(policy: JanusPolicy, sequence_length: int, config: ImageSamplingConfig) -> int:
+    """How many samples fit the KV-cache budget (each sample has 2 rows under CFG)."""
+    text = policy.model.config.text_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    element = torch.finfo(policy.model.dtype).bits // 8
+    per_row = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * sequence_length * element
+    per_sample = per_row * (2 if config.uses_cfg else 1)
+    rows = max(1, int(config.memory_budget_gb * 2**30 // per_sample))
+    return min(rows, config.max_rows_per_chunk) if config.max_rows_per_chunk else rows
+
+
+@torch.no_grad()
+def sample_image_tokens(
+    policy: JanusPolicy,
+    prompt_ids: torch.LongTensor,
+    prompt_mask: torch.LongTensor,
+    config: ImageSamplingConfig,
+    generator: torch.Generator | None = None,
+) -> ImageSample:
+    """Sample T image tokens for each left-padded image prompt (N, P) that ends with <begin_of_image>."""
+    if not bool((prompt_ids[:, -1] == policy.boi_id).all()):
+        raise ValueError("every image prompt must end with the <begin_of_image> token")
+    N, P = prompt_ids.shape
+    T = policy.num_image_tokens
+    if P + T > policy.context_length:
+        raise ValueError(f"image prompt of {P} tokens + {T} image tokens exceeds the context of {policy.context_length}")
+    chunk = rows_per_chunk(policy, P + T, config)
+    tokens, logprobs = [], []
+    for start in range(0, N, chunk):
+        sl = slice(start, start + chunk)
+        t, lp = _sample_image_chunk(policy, prompt_ids[sl], prompt_mask[sl], config, generator)
+        tokens.append(t)
+        logprobs.append(lp)
+    return ImageSample(prompt_ids, prompt_mask, torch.cat(tokens), torch.cat(logprobs))
+
+
+def guided_logits(cond: torch.Tensor, uncond: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """CFG mix: uncond + scale * (cond - uncond); ``uncond=None`` means no guidance."""
+    return cond if uncond is None else uncond + scale * (cond - uncond)
+
+
+def _sample_image_chunk(policy, ids, mask, config: ImageSamplingConfig, generator):
+    n, P = ids.shape
+    T = policy.num_image_tokens
+    if config.uses_cfg:
+        ids = torch.cat([ids, policy.unconditional_ids(ids, mask)])  # (2n, P): cond rows, then uncond
+        mask = torch.cat([mask, mask])
+    rows = ids.shape[0]
+    full_mask = torch.cat([mask, mask.new_ones(rows, T)], dim=1)  # (rows, P + T)
+    next_position = mask.sum(1)  # (rows,)
+    hidden, cache = _prefill(policy, ids, mask, full_mask)
+
+    tokens = ids.new_zeros(n, T)
+    logprobs = torch.zeros(n, T, device=ids.device)
+    for t in range(T):
+        logits = policy.image_logits(hidden).float()  # (rows, C)
+        cond, uncond = (logits[:n], logits[n:]) if config.uses_cfg else (logits, None)
+        mixed = guided_logits(cond, uncond, config.guidance_scale) / config.temperature  # (n, C)
+        token = _sample(_top_k_filter(mixed, config.top_k).softmax(-1), generator)  # (n,)
+        scored = mixed if config.logprob_mode == "guided" else cond / config.temperature
+        logprobs[:, t] = scored.log_softmax(-1).gather(1, token[:, None]).squeeze(1)
+        tokens[:, t] = token
+        if t == T - 1:
+            break  # the last token needs no forward pass
+        step_tokens = torch.cat([token, token]) if config.uses_cfg else token  # (rows,)
+        hidden, cache = _step(
+            policy, policy.embed_image(step_tokens[:, None]), full_mask[:, : P + t + 1], next_position + t, cache
+        )
+    return tokens, logprobs
