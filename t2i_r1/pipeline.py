@@ -65,9 +65,13 @@ class T2IR1Pipeline:
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.policy.device).manual_seed(seed)
 
-    def plan(self, prompts: list[str], num_samples: int = 1, seed: int = 0) -> PlanSample:
-        """Sample ``num_samples`` semantic-level plans per prompt."""
-        return sample_plans(self.policy, prompts, num_samples, self.plan_config, self._generator(seed))
+    def plan(self, prompts: list[str], num_samples: int = 1, seed: int = 0, on_step=None) -> PlanSample:
+        """Sample ``num_samples`` semantic-level plans per prompt.
+
+        ``on_step(tokens, done)`` streams the plans as they are written (see ``sample_plans``); decode the
+        partial text with ``self.policy.decode_text(tokens, mask)``.
+        """
+        return sample_plans(self.policy, prompts, num_samples, self.plan_config, self._generator(seed), on_step)
 
     def sample_images(
         self, prompts: list[str], plans: list[str] | None = None, num_images: int = 1, seed: int = 0

@@ -26,6 +26,7 @@ L plan tokens, T image tokens, H hidden, V text vocabulary, C image codebook.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -171,8 +172,12 @@ def sample_plans(
     num_samples: int,
     config: PlanSamplingConfig,
     generator: torch.Generator | None = None,
+    on_step: Callable[[torch.LongTensor, torch.BoolTensor], None] | None = None,
 ) -> PlanSample:
-    """Sample ``num_samples`` plans per prompt from the reasoning instruction."""
+    """Sample ``num_samples`` plans per prompt from the reasoning instruction.
+
+    ``on_step(tokens (N, t+1), done (N,))`` is called after every step, for streaming the plan as it is written.
+    """
     _check_prompts(prompts)
     texts = [policy.plan_prompt_text(p) for p in prompts]
     tok = policy.tokenize(texts, what="prompt", reserve=config.max_new_tokens)
@@ -195,6 +200,8 @@ def sample_plans(
         plan[:, t] = token
         logprobs[:, t] = torch.where(done, 0.0, log_p.gather(1, token[:, None]).squeeze(1))
         done |= token == policy.eos_id
+        if on_step is not None:
+            on_step(plan[:, : t + 1], done)
         if bool(done.all()) or t == L - 1:
             break
         hidden, cache = _step(policy, policy.embed_text(token[:, None]), full_mask[:, : P + t + 1], next_position + t, cache)
