@@ -9,6 +9,7 @@ import sys
 # name -> (module with add_arguments(parser) and run(args), help)
 COMMANDS = {
     "generate": ("t2i_r1.generate", "plan and draw images for prompts"),
+    "train": ("t2i_r1.train.cli", "BiCoT-GRPO training from a YAML config (use under accelerate launch)"),
     "make-tiny": ("t2i_r1.policy.tiny_cli", "write a tiny random Janus checkpoint (tests, smoke runs)"),
 }
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(args._module)
     try:
         module.run(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # ConfigError, PromptFileError are ValueErrors
         print(f"t2i-r1 {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

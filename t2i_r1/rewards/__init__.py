@@ -12,6 +12,7 @@ register_reward("git_vqa", "t2i_r1.rewards.vqa:GITVQAReward")
 register_reward("blip_vqa", "t2i_r1.rewards.vqa:BLIPVQAReward")
 register_reward("gdino", "t2i_r1.rewards.grounding_dino:GroundingDINOReward")
 register_reward("orm", "t2i_r1.rewards.orm:OutputRewardModel")
+register_reward("pixel_stat", "t2i_r1.rewards.pixel:PixelStatReward")
 register_reward("programmatic", "t2i_r1.rewards.programmatic:ProgrammaticReward")
 
 __all__ = ["REWARD_REGISTRY", "Metadata", "RewardFunction", "build_reward", "register_reward"]

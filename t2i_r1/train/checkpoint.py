@@ -1,0 +1,58 @@
+"""Checkpoints: written atomically through accelerate's ``save_state``, keep-last-N, newest-complete resume.
+
+A checkpoint is the directory ``checkpoint-{step:07d}``: accelerate's state (model, optimizer, scheduler,
+every RNG) plus ``trainer_state.json`` (step, data position, config). It is written under a temporary
+name and renamed once complete, so a run killed while saving leaves the previous checkpoint intact and
+never a half-written one that resume would pick.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from accelerate import Accelerator
+
+STATE_FILE = "trainer_state.json"
+_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints in ``output_dir``, oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.iterdir() if _PATTERN.match(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(_PATTERN.match(p.name).group(1)))
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int, state: dict, keep_last: int) -> Path:
+    output_dir = Path(output_dir)
+    final = output_dir / f"checkpoint-{step:07d}"
+    tmp = output_dir / f".tmp-checkpoint-{step:07d}"
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)  # the checkpoint exists only once it is complete
+        for old in checkpoints(output_dir)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator: Accelerator, path: str | Path) -> dict:
+    path = Path(path)
+    accelerator.load_state(str(path))
+    return json.loads((path / STATE_FILE).read_text())
