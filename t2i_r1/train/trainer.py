@@ -49,7 +49,8 @@ from t2i_r1.config_io import to_dict
 from t2i_r1.data import PromptRecord, load_prompt_file
 from t2i_r1.grpo.core import Segment, aggregate_rewards, grpo_loss
 from t2i_r1.policy.janus import JanusPolicy
-from t2i_r1.rewards.base import RewardFunction, build_reward
+from t2i_r1.rewards.base import RewardFunction
+from t2i_r1.rewards.ensemble import RewardEnsemble
 from t2i_r1.rollout.logprobs import image_log_probs, plan_log_probs
 from t2i_r1.rollout.rollout import Rollout, generate_rollouts
 from t2i_r1.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -133,10 +134,13 @@ class BiCoTGRPOTrainer:
         )
         self.policy.model.to(acc.device)
         self.prompts = list(prompts) if prompts is not None else load_prompt_file(cfg.data)
-        self.rewards = dict(rewards) if rewards is not None else {
-            name: build_reward(name, **spec.kwargs) for name, spec in cfg.rewards.items()
-        }
-        self.reward_weights = torch.tensor([cfg.rewards[n].weight if n in cfg.rewards else 1.0 for n in self.rewards])
+        weight = lambda name: cfg.rewards[name].weight if name in cfg.rewards else 1.0
+        self.rewards = RewardEnsemble(
+            {name: (reward, weight(name)) for name, reward in rewards.items()} if rewards is not None
+            else {name: {"weight": spec.weight, **spec.kwargs} for name, spec in cfg.rewards.items()},
+            device=acc.device,
+        )
+        self.reward_weights = torch.tensor(list(self.rewards.weights.values()))  # (R,)
 
         trained = self._setup_trainable()
         self.reference = self._setup_reference()
@@ -228,7 +232,8 @@ class BiCoTGRPOTrainer:
             images = self.policy.to_pil(self.policy.decode_image_tokens(rollout.images.tokens))
         with timer("reward"):
             metadata = self._reward_metadata(records, rollout)
-            per_reward = self.score(rollout.sample_prompts, images, metadata)  # (N, R)
+            scores = self.rewards(rollout.sample_prompts, images, metadata)
+            per_reward = torch.stack(list(scores.per_reward.values()), dim=1)  # (N, R)
         with timer("advantage"):
             advantages, adv_stats = aggregate_rewards(
                 per_reward, self.reward_weights, rollout.group_size, cfg.grpo.reward_aggregation,
@@ -252,6 +257,7 @@ class BiCoTGRPOTrainer:
         self.scheduler.step()
         self.step += 1
         stats.update(self._rollout_stats(rollout, per_reward, adv_stats))
+        stats.update({f"time/reward_{name}": v for name, v in scores.seconds.items()})
         stats.update({f"time/{k}": v for k, v in timer.seconds.items()})
         stats["time/step"] = sum(timer.seconds.values())
         stats["lr"] = self.scheduler.get_last_lr()[0]
@@ -266,16 +272,6 @@ class BiCoTGRPOTrainer:
             {**records[n // rollout.group_size].reward_metadata(), "plan": plan, "image_tokens": tokens[n]}
             for n, plan in enumerate(rollout.sample_plans)
         ]
-
-    def score(self, prompts: list[str], images: list, metadata: list[dict]) -> torch.Tensor:
-        """Every reward on the whole batch -> (N, R); NaN where a reward does not apply."""
-        columns = []
-        for name, reward in self.rewards.items():
-            values = reward(prompts, images, metadata)
-            if len(values) != len(images):
-                raise ValueError(f"reward {name!r} returned {len(values)} values for {len(images)} images")
-            columns.append(torch.tensor([float(v) for v in values], dtype=torch.float32))
-        return torch.stack(columns, dim=1)  # (N, R)
 
     def _tensors(self, rollout: Rollout, advantages: torch.Tensor) -> dict:
         device = self.accelerator.device
@@ -402,7 +398,7 @@ class BiCoTGRPOTrainer:
 
     def _rollout_stats(self, rollout, per_reward, adv_stats) -> dict[str, float]:
         stats = {}
-        for j, name in enumerate(self.rewards):
+        for j, name in enumerate(self.rewards.weights):
             column = per_reward[:, j]
             stats[f"reward/{name}"] = float(column.nanmean()) if bool((~column.isnan()).any()) else float("nan")
         total = (per_reward * self.reward_weights).nansum(1)  # (N,)
