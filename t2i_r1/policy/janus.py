@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoProcessor, JanusForConditionalGeneration, PreTrainedTokenizerBase
@@ -234,6 +235,22 @@ class JanusPolicy:
         """VQ-decode (N, T) tokens to float pixels (N, 3, S, S) in [0, 1]."""
         pixels = self.model.model.vqmodel.decode(tokens)  # (N, 3, S, S), about [-1, 1]
         return ((pixels.float() + 1) / 2).clamp(0, 1)
+
+    @property
+    def image_size(self) -> int:
+        """Side in pixels of the images the VQ model encodes and decodes."""
+        config = self.model.config.vq_config
+        return config.num_patches * 2 ** (len(config.channel_multiplier) - 1)
+
+    @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> torch.LongTensor:
+        """VQ-encode PIL images (resized to ``image_size``) to (N, T) image tokens; pixels go in as [-1, 1]."""
+        side = self.image_size
+        arrays = [torch.from_numpy(np.array(im.convert("RGB").resize((side, side), Image.BICUBIC))) for im in images]
+        pixels = torch.stack(arrays).permute(0, 3, 1, 2).float() / 127.5 - 1  # (N, 3, S, S)
+        vq = self.model.model.vqmodel
+        encoded = vq.encode(pixels.to(self.device, self.model.dtype))
+        return encoded.image_tokens.view(len(images), -1)  # (N, T)
 
     @staticmethod
     def to_pil(pixels: torch.Tensor) -> list[Image.Image]:

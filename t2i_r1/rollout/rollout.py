@@ -9,6 +9,8 @@ prompt alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -77,21 +79,25 @@ def generate_rollouts(
     image_config: ImageSamplingConfig | None = None,
     generator: torch.Generator | None = None,
     external_plans: list[str] | None = None,
+    timer: Callable[[str], AbstractContextManager] | None = None,
 ) -> Rollout:
     """Sample plans (unless ``use_plan`` is False) then image tokens for a batch of prompts.
 
     ``external_plans`` (B * G texts) replaces the model's own plans, for planning by another model.
+    ``timer(name)`` wraps the phases "plan_sampling" and "image_sampling" (for step timings).
     """
     plan_config = plan_config or PlanSamplingConfig()
     image_config = image_config or ImageSamplingConfig()
     G, K = plans_per_prompt, images_per_plan
+    timer = timer or (lambda name: nullcontext())
     plans = None
     if external_plans is not None:
         if len(external_plans) != len(prompts) * G:
             raise ValueError(f"external_plans needs {len(prompts) * G} texts (B * G), got {len(external_plans)}")
         plan_texts = list(external_plans)
     elif use_plan:
-        plans = sample_plans(policy, prompts, G, plan_config, generator)
+        with timer("plan_sampling"):
+            plans = sample_plans(policy, prompts, G, plan_config, generator)
         plan_texts = plans.texts
     else:
         plan_texts = None
@@ -99,7 +105,8 @@ def generate_rollouts(
         tok = image_prompts(policy, prompts, None, G * K, reserve=policy.num_image_tokens)
     else:
         tok = image_prompts(policy, prompts, plan_texts, K, reserve=policy.num_image_tokens)
-    images = sample_image_tokens(policy, tok.ids, tok.mask, image_config, generator)
+    with timer("image_sampling"):
+        images = sample_image_tokens(policy, tok.ids, tok.mask, image_config, generator)
     return Rollout(list(prompts), G, K, plans, images, plan_texts)
 
 

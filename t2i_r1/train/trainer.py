@@ -1,13 +1,14 @@
 """BiCoT-GRPO trainer: one step optimises the plan tokens and the image tokens together.
 
 The trainer only wires the layers and times each phase (verl style):
-    rollout    G plans per prompt, K images per plan            (t2i_r1.rollout)
+    plan_sampling, image_sampling   G plans per prompt, K images per plan   (t2i_r1.rollout)
     decode     VQ decode to images
     reward     every reward on the whole batch                  (t2i_r1.rewards)
     advantage  group-normalised advantages                      (t2i_r1.grpo.core)
-    reference  reference-policy log-probs (beta > 0)            LoRA: adapters disabled; else a frozen copy
-    old        sampling-policy log-probs (num_iterations > 1)
-    update     teacher-forced log-probs, GRPO loss, backward, clip, optimizer step
+    reference_logprob  reference-policy log-probs (beta > 0); LoRA: adapters disabled, else a frozen copy
+    old_logprob        sampling-policy log-probs (num_iterations > 1)
+    logprob    teacher-forced log-probs of the policy (the forward of the update)
+    update     GRPO loss, backward, clip, optimizer step
 
 Choices, and how they differ from the paper / reference implementation:
 1. Distribution: accelerate (one CPU process, DDP, FSDP, DeepSpeed ZeRO); each process draws whole
@@ -158,6 +159,7 @@ class BiCoTGRPOTrainer:
         )
         self.module, self.optimizer, self.scheduler = acc.prepare(module, optimizer, scheduler)
         self.step = 0
+        self.timer_factory: Callable[[], PhaseTimer] = PhaseTimer  # benchmarks swap in a counting timer
         self.log_path = self.output_dir / "log.jsonl"
         if cfg.log_with:
             acc.init_trackers("t2i-r1", config={"output_dir": cfg.output_dir})
@@ -217,16 +219,17 @@ class BiCoTGRPOTrainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, records: Sequence[PromptRecord]) -> StepResult:
-        cfg, acc, timer = self.config, self.accelerator, PhaseTimer()
+        cfg, acc, timer = self.config, self.accelerator, self.timer_factory()
+        started = time.perf_counter()
         mode, K = cfg.rollout.mode, cfg.rollout.images_per_plan
         need_plan, need_image = mode in ("bicot", "semantic"), mode in ("bicot", "token")
         prompts = [r.prompt for r in records]
 
         self.module.eval()
-        with timer("rollout"), acc.autocast():
+        with acc.autocast():
             rollout = generate_rollouts(
                 self.policy, prompts, plans_per_prompt=cfg.rollout.plans_per_prompt, images_per_plan=K,
-                use_plan=mode != "token", plan_config=cfg.rollout.plan, image_config=cfg.rollout.image,
+                use_plan=mode != "token", plan_config=cfg.rollout.plan, image_config=cfg.rollout.image, timer=timer,
             )
         with timer("decode"):
             images = self.policy.to_pil(self.policy.decode_image_tokens(rollout.images.tokens))
@@ -245,21 +248,20 @@ class BiCoTGRPOTrainer:
         if bool(keep.any()):
             batch = self._select(batch, keep, K)
             if self.reference is not None:
-                with timer("reference"):
+                with timer("reference_logprob"):
                     batch.update(self._reference_log_probs(batch, need_plan, need_image))
             if cfg.grpo.num_iterations > 1:
-                with timer("old"):
+                with timer("old_logprob"):
                     batch.update(self._no_grad_log_probs(self.module, batch, need_plan, need_image, "old"))
-            with timer("update"):
-                self.module.train()
-                for _ in range(cfg.grpo.num_iterations):
-                    stats = self._optimise(batch, need_plan, need_image)
+            self.module.train()
+            for _ in range(cfg.grpo.num_iterations):
+                stats = self._optimise(batch, need_plan, need_image, timer)
         self.scheduler.step()
         self.step += 1
         stats.update(self._rollout_stats(rollout, per_reward, adv_stats))
         stats.update({f"time/reward_{name}": v for name, v in scores.seconds.items()})
         stats.update({f"time/{k}": v for k, v in timer.seconds.items()})
-        stats["time/step"] = sum(timer.seconds.values())
+        stats["time/step"] = time.perf_counter() - started
         stats["lr"] = self.scheduler.get_last_lr()[0]
         return StepResult(self.step, stats, rollout, images)
 
@@ -372,7 +374,8 @@ class BiCoTGRPOTrainer:
             share = len(advantages) / totals["sequences"]
         return loss * share, stats
 
-    def _optimise(self, batch: dict, need_plan: bool, need_image: bool) -> dict[str, float]:
+    def _optimise(self, batch: dict, need_plan: bool, need_image: bool, timer: PhaseTimer) -> dict[str, float]:
+        """One optimisation pass over the step's samples; times "logprob" (forward) and "update" (the rest)."""
         acc, totals = self.accelerator, self._totals(batch, need_plan, need_image)
         micro_batches = list(self._micro_batches(batch))
         summed: dict[str, float] = defaultdict(float)
@@ -380,17 +383,20 @@ class BiCoTGRPOTrainer:
         for i, (start, end, micro) in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             with (nullcontext() if last else acc.no_sync(self.module)):
-                plan_lp, image_lp = self.module(micro, need_plan, need_image)
-                segments = self._segments(micro, plan_lp, image_lp)
-                loss, stats = self._micro_loss(segments, micro["advantages"], totals)
-                acc.backward(loss)
+                with timer("logprob"):
+                    plan_lp, image_lp = self.module(micro, need_plan, need_image)
+                with timer("update"):
+                    segments = self._segments(micro, plan_lp, image_lp)
+                    loss, stats = self._micro_loss(segments, micro["advantages"], totals)
+                    acc.backward(loss)
             total_loss += loss.item()
             weight = (end - start) / len(batch["image_tokens"])
             for k, v in stats.items():
                 summed[k] += v * weight
-        grad_norm = acc.clip_grad_norm_(self.module.parameters(), self.config.optim.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with timer("update"):
+            grad_norm = acc.clip_grad_norm_(self.module.parameters(), self.config.optim.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         out = dict(summed)
         out["loss"] = total_loss
         out["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")

@@ -1,0 +1,135 @@
+"""Our BiCoT-GRPO step on the model of ``../shared/bench/reference_step.py``, with the same JSON fields.
+
+Same presets and flags as the reference script (hidden, layers, heads, image tokens, codebook, vocab,
+plan length, G, guidance, beta, lr, activation checkpointing) and the same four pixel stand-in rewards;
+the step itself is ``BiCoTGRPOTrainer.train_step``, unmodified. Prints one JSON line:
+
+    python -m benchmarks.step --size medium --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import torch
+
+from t2i_r1.data import PromptRecord
+from t2i_r1.policy.janus import JanusPolicy
+from t2i_r1.policy.tiny import TinyJanusSpec, build_tiny_janus
+from t2i_r1.rewards.pixel import PixelStatReward
+from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
+from t2i_r1.train import BiCoTGRPOTrainer, GRPOConfig, ModelConfig, OptimConfig, RewardSpec, RolloutConfig, TrainConfig
+from t2i_r1.train.trainer import PhaseTimer
+
+SIZES = {"tiny": dict(hidden=128, layers=2, heads=4, image_tokens=64),
+         "medium": dict(hidden=256, layers=4, heads=4, image_tokens=256),
+         "1b": dict(hidden=2048, layers=24, heads=16, image_tokens=576, vocab=102400, codebook=16384)}
+PROMPT = "a photo of two red cubes left of a small blue sphere on a wooden table"  # ~ the reference's 40 tokens
+
+
+class CountingTimer(PhaseTimer):
+    """Phase times plus the number of language-model passes (layer-0 attention calls) in each phase."""
+
+    current = "other"
+    passes: dict[str, int] = defaultdict(int)
+
+    @contextmanager
+    def __call__(self, name):
+        previous, CountingTimer.current = CountingTimer.current, name
+        with super().__call__(name):
+            yield
+        CountingTimer.current = previous
+
+
+def count_passes(model: torch.nn.Module, suffix: str = ""):
+    def hook(*_):
+        CountingTimer.passes[CountingTimer.current + suffix] += 1
+    model.model.language_model.layers[0].self_attn.register_forward_pre_hook(hook)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", choices=SIZES, default="tiny")
+    for k in ("hidden", "layers", "heads", "image-tokens"):
+        p.add_argument(f"--{k}", type=int, help="overrides the --size preset")
+    for k, v in dict(vocab=512, codebook=1024, cot_len=48, G=8, steps=5, threads=2, seed=0).items():
+        p.add_argument(f"--{k.replace('_', '-')}", type=int, default=v)
+    for k, v in dict(cfg=5.0, beta=0.01, lr=1e-6).items():
+        p.add_argument(f"--{k}", type=float, default=v)
+    p.add_argument("--no-ckpt", dest="ckpt", action="store_false", help="no activation checkpointing")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    a = p.parse_args()
+    for k, v in SIZES[a.size].items():
+        if getattr(a, k, None) is None or k in ("vocab", "codebook"):
+            setattr(a, k, v)
+    torch.set_num_threads(a.threads)
+    t_start = time.perf_counter()
+
+    spec = TinyJanusSpec(hidden=a.hidden, layers=a.layers, heads=a.heads, image_tokens=a.image_tokens,
+                         codebook=a.codebook, vocab=a.vocab, max_positions=4096, seed=a.seed)
+    policy = build_tiny_janus(spec)
+    policy = JanusPolicy(policy.model.to(device=a.device, dtype=getattr(torch, a.dtype)), policy.processor,
+                         reasoning_template="{prompt}")
+    config = TrainConfig(
+        model=ModelConfig(path="in-memory", gradient_checkpointing=a.ckpt), data="in-memory",
+        output_dir=tempfile.mkdtemp(prefix="bench-step-"),
+        rollout=RolloutConfig(plans_per_prompt=a.G, plan=PlanSamplingConfig(max_new_tokens=a.cot_len),
+                              image=ImageSamplingConfig(guidance_scale=a.cfg)),
+        rewards={f"pixel_{s}": RewardSpec() for s in ("red", "green", "blue", "std")},
+        grpo=GRPOConfig(beta=a.beta), optim=OptimConfig(lr=a.lr), steps=a.steps + 1, prompts_per_step=1,
+        micro_batch_size=a.G, save_every=0, image_log_every=0, log_every=0, seed=a.seed,
+    )
+    rewards = {f"pixel_{s}": PixelStatReward(s) for s in ("red", "green", "blue", "std")}
+    prompts = [PromptRecord(PROMPT)]
+    trainer = BiCoTGRPOTrainer(config, policy=policy, rewards=rewards, prompts=prompts)
+    trainer.timer_factory = CountingTimer
+    count_passes(policy.model)
+    count_passes(trainer.reference.model, ":ref")
+    prompt_tokens = policy.tokenize([policy.plan_prompt_text(PROMPT)]).ids.shape[1]
+
+    totals, phases, passes, losses, plan_lens = [], defaultdict(list), defaultdict(list), [], []
+    for i in range(a.steps + 1):  # step 0 is the warm-up
+        CountingTimer.passes = defaultdict(int)
+        start = time.perf_counter()
+        result = trainer.train_step(prompts)
+        if a.device != "cpu":
+            torch.cuda.synchronize()
+        if i == 0:
+            continue
+        totals.append(time.perf_counter() - start)
+        losses.append(float(f"{result.stats.get('loss', math.nan):.6g}"))
+        plan_lens.append(result.stats.get("plan/length", 0.0))
+        for k, v in result.stats.items():
+            if k.startswith("time/") and k != "time/step" and not k.startswith("time/reward_"):
+                phases[k[5:]].append(v)
+        for k, v in CountingTimer.passes.items():
+            passes[k].append(v)
+    by_phase = {k: statistics.mean(v) for k, v in passes.items()}
+    out = {
+        "impl": "t2i-r1", "size": a.size, "G": a.G, "image_tokens": a.image_tokens, "hidden": a.hidden,
+        "layers": a.layers, "threads": a.threads, "steps": a.steps, "device": a.device, "dtype": a.dtype,
+        "sec_per_step_median": round(statistics.median(totals), 4),
+        "phases": {k: round(statistics.median(v), 4) for k, v in phases.items()},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "lm_passes_per_step": sum(by_phase.values()), "lm_passes_by_phase": by_phase,
+        "cot_len_mean": round(statistics.mean(plan_lens), 2), "prompt_tokens": prompt_tokens,
+        "loss_per_step": losses,
+        "trainable_params": sum(q.numel() for q in policy.model.parameters() if q.requires_grad),
+        "wall_total_s": round(time.perf_counter() - t_start, 2),
+    }
+    if a.device != "cpu":
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
