@@ -55,11 +55,54 @@ from t2i_r1.rewards.ensemble import RewardEnsemble
 from t2i_r1.rollout.logprobs import image_log_probs, plan_log_probs
 from t2i_r1.rollout.rollout import Rollout, generate_rollouts
 from t2i_r1.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from t2i_r1.train.config import TrainConfig
+from t2i_r1.train.config import ModelConfig, TrainConfig
 from t2i_r1.utils.grid import captioned_grid
 
 # Dimension letters: B prompts, G plans per prompt, K images per plan, N = B*G*K samples,
 # L plan tokens, T image tokens, P prompt tokens, R rewards.
+
+
+def setup_trainable(model: torch.nn.Module, config: ModelConfig, mode: str = "bicot"):
+    """Freeze all but ``config.trainable`` (or add LoRA adapters); returns (module to train, its parameters).
+
+    With LoRA the returned module is a peft model whose adapters are injected into ``model`` in place, so a
+    ``JanusPolicy`` around ``model`` samples with them.
+    """
+    model.requires_grad_(False)
+    if config.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        lora = config.lora
+        targets = "|".join(lora.target_modules)
+        peft_config = LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=rf".*language_model.*\.({targets})",
+        )
+        trained_model = get_peft_model(model, peft_config)
+    else:
+        trained_model = model
+        prefixes = tuple(config.trainable)
+        if mode == "token":  # the text head gets no gradient without plans
+            prefixes = tuple(p for p in prefixes if not p.startswith("lm_head"))
+        for name, param in model.named_parameters():
+            if name.startswith(prefixes):
+                param.requires_grad_(True)
+    trained = [p for p in trained_model.parameters() if p.requires_grad]
+    if not trained:
+        raise ValueError(f"no parameter matches model.trainable={config.trainable}")
+    return trained_model, trained
+
+
+def export_model(accelerator: Accelerator, module: torch.nn.Module, processor, directory: Path, lora: bool) -> Path:
+    """Write a plain Janus checkpoint (LoRA merged) that ``from_pretrained`` and ``t2i-r1 generate`` load."""
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(module).model
+    if lora:
+        model = copy.deepcopy(model).merge_and_unload()
+    if accelerator.is_main_process:
+        JanusPolicy(model, processor).save_pretrained(directory)
+    accelerator.wait_for_everyone()
+    return directory
 
 
 class PhaseTimer:
@@ -169,29 +212,7 @@ class BiCoTGRPOTrainer:
 
     # ------------------------------------------------------------------ set-up
     def _setup_trainable(self) -> list[torch.nn.Parameter]:
-        cfg, model = self.config, self.policy.model
-        model.requires_grad_(False)
-        if cfg.model.lora is not None:
-            from peft import LoraConfig, get_peft_model
-
-            lora = cfg.model.lora
-            targets = "|".join(lora.target_modules)
-            peft_config = LoraConfig(
-                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                target_modules=rf".*language_model.*\.({targets})",
-            )
-            self.trained_model = get_peft_model(model, peft_config)  # injects adapters into policy.model in place
-        else:
-            self.trained_model = model
-            prefixes = tuple(cfg.model.trainable)
-            if cfg.rollout.mode == "token":  # the text head gets no gradient without plans
-                prefixes = tuple(p for p in prefixes if not p.startswith("lm_head"))
-            for name, param in model.named_parameters():
-                if name.startswith(prefixes):
-                    param.requires_grad_(True)
-        trained = [p for p in self.trained_model.parameters() if p.requires_grad]
-        if not trained:
-            raise ValueError(f"no parameter matches model.trainable={cfg.model.trainable}")
+        self.trained_model, trained = setup_trainable(self.policy.model, self.config.model, self.config.rollout.mode)
         return trained
 
     def _setup_reference(self):
@@ -459,13 +480,5 @@ class BiCoTGRPOTrainer:
 
     def save_final(self) -> Path:
         """A plain Janus checkpoint (LoRA merged) that ``t2i-r1 generate --model`` loads."""
-        acc = self.accelerator
-        acc.wait_for_everyone()
-        final = self.output_dir / "final"
-        model = acc.unwrap_model(self.module).model
-        if self.config.model.lora is not None:
-            model = copy.deepcopy(model).merge_and_unload()
-        if acc.is_main_process:
-            JanusPolicy(model, self.policy.processor).save_pretrained(final)
-        acc.wait_for_everyone()
-        return final
+        return export_model(self.accelerator, self.module, self.policy.processor, self.output_dir / "final",
+                            self.config.model.lora is not None)

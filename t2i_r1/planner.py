@@ -1,0 +1,54 @@
+"""Planning by an external language model: the paper's "plan from a separate LLM" comparison.
+
+Any ``transformers`` causal LM (``AutoModelForCausalLM``; an instruct model with a chat template, or a
+small planner trained in ShapeWorld) writes the plan from the same reasoning instruction, and the Janus
+model draws from ``"{prompt}. {plan}"`` as usual (``generate_rollouts(..., external_plans=...)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from t2i_r1.policy.janus import default_reasoning_template, load_template
+
+
+class ExternalPlanner:
+    def __init__(self, model, tokenizer, reasoning_template: str | None = None, max_new_tokens: int = 128,
+                 temperature: float = 1.0):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.template = reasoning_template or default_reasoning_template()
+        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | Path, *, dtype: str = "float32", device: str = "cpu",
+                        reasoning_template: str | Path | None = None, **kwargs) -> ExternalPlanner:
+        model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=getattr(torch, dtype)).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
+        template = load_template(reasoning_template) if reasoning_template is not None else None
+        return cls(model, tokenizer, template, **kwargs)
+
+    def _prompt(self, prompt: str) -> str:
+        text = self.template.replace("{prompt}", prompt.strip())
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+            )
+        return text
+
+    @torch.no_grad()
+    def plan(self, prompts: list[str], num_samples: int = 1, seed: int = 0) -> list[str]:
+        """``num_samples`` plans per prompt, grouped by prompt (B * G texts)."""
+        torch.manual_seed(seed)
+        texts = [self._prompt(p) for p in prompts for _ in range(num_samples)]
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(self.model.device)
+        out = self.model.generate(
+            **inputs, do_sample=True, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        new = out[:, inputs["input_ids"].shape[1]:]
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

@@ -1,0 +1,86 @@
+"""Recipes of the paper's comparisons: SFT on triples, an external planner, exploration potential."""
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from t2i_r1.analysis import exploration_potential, within_group_std
+from t2i_r1.data import PromptFileError, PromptRecord
+from t2i_r1.planner import ExternalPlanner
+from t2i_r1.policy.janus import JanusPolicy
+from t2i_r1.policy.tiny import DEFAULT_CORPUS, TinyJanusSpec, build_tiny_janus, train_tokenizer
+from t2i_r1.rewards.ensemble import RewardEnsemble
+from t2i_r1.rewards.pixel import PixelStatReward
+from t2i_r1.rollout.rollout import generate_rollouts
+from t2i_r1.rollout.sampling import PlanSamplingConfig
+from t2i_r1.sft import SFTConfig, SFTTrainer, load_triples
+from t2i_r1.train.config import ModelConfig, OptimConfig
+
+SPEC = TinyJanusSpec(hidden=64, layers=2, heads=2, image_tokens=16, codebook=64)
+
+
+def write_triples(tmp_path, policy, n=4):
+    images = policy.to_pil(policy.decode_image_tokens(torch.randint(0, 64, (n, 16))))
+    lines = []
+    for i, image in enumerate(images):
+        image.save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "prompt": f"a red cube {i}", "plan": "one red cube on the left"}))
+    (tmp_path / "triples.jsonl").write_text("\n".join(lines) + "\n")
+    return tmp_path / "triples.jsonl"
+
+
+def test_sft_lowers_the_loss_and_exports(tmp_path):
+    policy = build_tiny_janus(SPEC)
+    data = write_triples(tmp_path, policy)
+    config = SFTConfig(model=ModelConfig(path="in-memory"), data=str(data), output_dir=str(tmp_path / "sft"),
+                       optim=OptimConfig(lr=3e-3), steps=12, batch_size=4, save_every=6, uncond_prob=0.0)
+    trainer = SFTTrainer(config, policy=policy)
+    first = trainer.train_step()
+    for _ in range(10):
+        last = trainer.train_step()
+    assert last["plan_nll"] < first["plan_nll"] - 0.5 and last["image_nll"] < first["image_nll"]
+    final = trainer.train()
+    assert JanusPolicy.from_pretrained(final).num_image_tokens == 16
+
+
+def test_triples_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "t.jsonl"
+    bad.write_text('{"image": "missing.png", "prompt": "p", "plan": "q"}\n')
+    with pytest.raises(PromptFileError, match="t.jsonl:1: image file not found"):
+        load_triples(bad)
+    bad.write_text('{"image": "x.png", "prompt": "p"}\n')
+    with pytest.raises(PromptFileError, match="t.jsonl:1: field 'plan' is missing"):
+        load_triples(bad)
+
+
+def test_external_planner_feeds_the_image_model(tmp_path):
+    tokenizer = train_tokenizer([DEFAULT_CORPUS], vocab_size=300)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                      bos_token_id=tokenizer.bos_token_id))
+    lm.save_pretrained(tmp_path / "planner")
+    tokenizer.save_pretrained(tmp_path / "planner")
+    planner = ExternalPlanner.from_pretrained(tmp_path / "planner", max_new_tokens=6)
+    plans = planner.plan(["a red cube", "two cats"], num_samples=2)
+    assert len(plans) == 4 and all(isinstance(p, str) for p in plans)
+    policy = build_tiny_janus(SPEC)
+    rollout = generate_rollouts(policy, ["a red cube", "two cats"], plans_per_prompt=2, external_plans=plans)
+    assert rollout.plans is None and rollout.sample_plans == plans
+    assert rollout.images.tokens.shape == (4, 16)
+
+
+def test_within_group_std():
+    values = torch.tensor([1.0, 2.0, 3.0, float("nan"), 5.0, 5.0, 5.0, 5.0])
+    # group 1: [1, 2, 3] (NaN skipped), sample std = 1; group 2: constant -> 0
+    assert torch.allclose(within_group_std(values, 4), torch.tensor([1.0, 0.0]))
+
+
+def test_exploration_potential_runs_per_reward():
+    policy = build_tiny_janus(SPEC)
+    rewards = RewardEnsemble({"red": PixelStatReward("red"), "std": PixelStatReward("std")})
+    result = exploration_potential(policy, [PromptRecord("a red cube"), PromptRecord("two cats")], rewards,
+                                   group_size=3, plan_config=PlanSamplingConfig(max_new_tokens=4))
+    assert set(result) == {"red", "std", "total"} and all(v >= 0 for v in result.values())
