@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "generate": ("t2i_r1.generate", "plan and draw images for prompts"),
     "train": ("t2i_r1.train.cli", "BiCoT-GRPO training from a YAML config (use under accelerate launch)"),
+    "eval": ("t2i_r1.eval.cli", "generate a benchmark's images and score them (T2I-CompBench, GenEval, WISE, ShapeWorld)"),
     "sft": ("t2i_r1.sft_cli", "supervised fine-tuning on (prompt, plan, image) triples"),
     "serve": ("t2i_r1.serve.cli", "web page to try the model (needs the demo extra: gradio)"),
     "make-tiny": ("t2i_r1.policy.tiny_cli", "write a tiny random Janus checkpoint (tests, smoke runs)"),
