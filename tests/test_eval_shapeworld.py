@@ -1,0 +1,51 @@
+"""ShapeWorld behind the evaluation harness: prompts, exact scoring of rendered truth, an end-to-end run."""
+
+import json
+
+import pytest
+
+from t2i_r1.eval.base import ImageRecord, PromptGroup
+from t2i_r1.eval.runner import EvalConfig, GenerationSettings, build_pipeline, run_eval
+from t2i_r1.eval.shapeworld import ShapeWorldBenchmark
+from t2i_r1.shapeworld import prompt_set, render_image, sample_example
+
+
+def test_prompts_are_heldout_with_metadata():
+    bench = ShapeWorldBenchmark(prompts_per_category=2, categories=["color", "reasoning"])
+    items = bench.prompts()
+    assert [i.category for i in items] == ["color", "color", "reasoning", "reasoning"]
+    assert all("shapeworld" in i.metadata for i in items)
+    assert [i.prompt for i in items] == [p.text for p in prompt_set("heldout", 2, categories=["color", "reasoning"])]
+    with pytest.raises(ValueError, match="unknown ShapeWorld categories"):
+        ShapeWorldBenchmark(categories=["colour"])
+
+
+def test_rendered_truth_scores_one_and_a_wrong_image_less(tmp_path):
+    import numpy as np
+
+    bench = ShapeWorldBenchmark(prompts_per_category=1, categories=["color", "numeracy"])
+    items = bench.prompts()
+    prompts = prompt_set("heldout", 1, categories=["color", "numeracy"])  # the benchmark's prompts, in order
+    assert [p.text for p in prompts] == [i.prompt for i in items]
+    groups = []
+    for k, (item, prompt) in enumerate(zip(items, prompts)):
+        right, wrong = tmp_path / f"{k}-right.png", tmp_path / f"{k}-wrong.png"
+        render_image(sample_example(prompt, np.random.default_rng(0)).scene).save(right)
+        render_image(sample_example(prompts[1 - k], np.random.default_rng(1)).scene).save(wrong)
+        groups.append(PromptGroup(item, (ImageRecord(0, right), ImageRecord(1, wrong))))
+    results = bench.score(groups)
+    assert [r["images"][0]["score"] for r in results] == [1.0, 1.0]
+    assert all(r["images"][1]["score"] == 0.0 for r in results)
+    summary = bench.summarize(groups, results)
+    # each category: one right (1) and one wrong (0) image -> 0.5; overall = mean of category means
+    assert summary["color"] == summary["numeracy"] == summary["overall"] == 0.5
+
+
+def test_end_to_end_run_writes_results(tmp_path, tiny_checkpoint):
+    settings = GenerationSettings(model=str(tiny_checkpoint), plan_max_tokens=6)
+    config = EvalConfig(benchmark="shapeworld", out=tmp_path / "run", generation=settings, images_per_prompt=1,
+                        benchmark_options={"prompts_per_category": 1})
+    results = run_eval(config, pipeline=build_pipeline(settings, "cpu"))
+    assert results is not None
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert "overall" in json.dumps(written)
