@@ -122,19 +122,43 @@ def _set(tree: dict, path: list[str], value) -> None:
     tree[path[-1]] = value
 
 
+def _merge(base: dict, top: dict) -> dict:
+    """Deep merge: mappings merge key by key, anything else in ``top`` replaces ``base``."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config as a mapping; ``base: other.yaml`` (relative to the file) is read first and merged under it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' files include each other")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a path to another YAML config")
+    return _merge(read_yaml_tree(path.parent / base, (*seen, path.resolve())), tree)
+
+
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
-    """Read ``path`` (YAML) into ``cls``, apply ``overrides``, validate. Errors name the file and field."""
+    """Read ``path`` (YAML, optionally with ``base: parent.yaml``) into ``cls``, apply ``overrides``, validate.
+
+    Errors name the file and the field.
+    """
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        tree = read_yaml_tree(path)
     for text in overrides or []:
         key, value = parse_override(text)
         _set(tree, key, value)

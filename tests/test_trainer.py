@@ -199,3 +199,23 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         load_config(TrainConfig, yaml_file, ["rollout.images_per_plan=3", "micro_batch_size=8"])
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config(TrainConfig, tmp_path / "nope.yaml")
+
+
+def test_config_base_inheritance(tmp_path):
+    (tmp_path / "parent.yaml").write_text(
+        "model: {path: m}\ndata: d.txt\nrewards: {hps: {weight: 1, kwargs: {checkpoint: h.pt}}, orm: {weight: 1}}\n"
+    )
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nrewards: {hps: {weight: 5}}\nrollout: {mode: token}\n")
+    config = load_config(TrainConfig, tmp_path / "child.yaml")
+    # the child's weight wins, the parent's kwargs and other rewards stay
+    assert config.rewards["hps"].weight == 5.0 and config.rewards["hps"].kwargs == {"checkpoint": "h.pt"}
+    assert config.rewards["orm"].weight == 1.0 and config.rollout.mode == "token"
+
+
+@pytest.mark.parametrize("name", ["janus_pro_7b", "janus_pro_1b", "tiny_cpu", "recipes/sft_then_rl_7b",
+                                  "recipes/reward_x5_hps_7b", "recipes/normalize_then_sum_7b",
+                                  "recipes/semantic_only_7b", "recipes/token_only_7b"])
+def test_shipped_configs_load(name):
+    from pathlib import Path
+
+    load_config(TrainConfig, Path(__file__).parents[1] / "configs" / f"{name}.yaml")
