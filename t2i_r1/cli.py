@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("t2i_r1.train.cli", "BiCoT-GRPO training from a YAML config (use under accelerate launch)"),
     "eval": ("t2i_r1.eval.cli", "generate a benchmark's images and score them (T2I-CompBench, GenEval, WISE, ShapeWorld)"),
     "sft": ("t2i_r1.sft_cli", "supervised fine-tuning on (prompt, plan, image) triples"),
+    "write-plans": ("t2i_r1.caption_plans", "write plans for an image-caption dataset with a VLM (SFT triples)"),
     "serve": ("t2i_r1.serve.cli", "web page to try the model (needs the demo extra: gradio)"),
     "make-tiny": ("t2i_r1.policy.tiny_cli", "write a tiny random Janus checkpoint (tests, smoke runs)"),
 }

@@ -84,3 +84,21 @@ def test_exploration_potential_runs_per_reward():
     result = exploration_potential(policy, [PromptRecord("a red cube"), PromptRecord("two cats")], rewards,
                                    group_size=3, plan_config=PlanSamplingConfig(max_new_tokens=4))
     assert set(result) == {"red", "std", "total"} and all(v >= 0 for v in result.values())
+
+
+def test_write_plans_with_a_vlm_makes_triples(tmp_path, tiny_checkpoint):
+    """The tiny Janus understands images too, so it stands in for the captioning VLM."""
+    from PIL import Image
+
+    from t2i_r1.cli import main
+
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "a.png")
+    Image.new("RGB", (64, 64), "blue").save(tmp_path / "b.png")
+    (tmp_path / "captions.jsonl").write_text(
+        '{"image": "a.png", "prompt": "a red square"}\n{"image": "b.png", "prompt": "a blue square"}\n'
+    )
+    assert main(["write-plans", "--vlm", str(tiny_checkpoint), "--data", str(tmp_path / "captions.jsonl"),
+                 "--out", str(tmp_path / "triples.jsonl"), "--max-new-tokens", "4"]) == 0
+    triples = load_triples(tmp_path / "triples.jsonl")
+    assert [t.prompt for t in triples] == ["a red square", "a blue square"]
+    assert all(isinstance(t.plan, str) for t in triples)

@@ -30,7 +30,8 @@ ROLE_TOKENS = ["<|User|>", "<|Assistant|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'user' %}<|User|>: {% else %}<|Assistant|>: {% endif %}"
-    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] | trim }}{% endif %}{% endfor %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image_placeholder>{{ '\n' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] | trim }}{% endif %}{% endfor %}"
     "{% if message['role'] == 'user' %}{{ '\n\n' }}{% else %}<｜end▁of▁sentence｜>{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
