@@ -44,7 +44,8 @@ from t2i_r1.rewards.base import Metadata
 AESTHETIC_CHECKPOINT = CheckpointSpec(
     expected="sac+logos+ava1-l14-linearMSE.pth",
     what="the LAION aesthetic predictor v2 head (an MLP state dict over CLIP ViT-L/14 embeddings)",
-    release="https://github.com/christophschuhmann/improved-aesthetic-predictor (file sac+logos+ava1-l14-linearMSE.pth)",
+    release="https://github.com/christophschuhmann/improved-aesthetic-predictor "
+    "(file sac+logos+ava1-l14-linearMSE.pth)",
 )
 AESTHETIC_CLIP = CheckpointSpec(
     expected="a transformers CLIP ViT-L/14 directory (config.json, weights, preprocessor_config.json)",

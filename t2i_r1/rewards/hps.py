@@ -142,7 +142,9 @@ def convert_open_clip_state_dict(
     Unknown keys are an error, so a layout this function does not handle is never half converted.
     """
     if any(k.startswith("text.") for k in state_dict):
-        raise ValueError("this is an open_clip CustomTextCLIP state dict (keys 'text.*'); only the standard CLIP layout is supported")
+        raise ValueError(
+            "this is an open_clip CustomTextCLIP state dict (keys 'text.*'); only the standard CLIP layout is supported"
+        )
     if "visual.proj" not in state_dict:
         raise ValueError("open_clip state dict has no 'visual.proj': not a ViT image tower this converter knows")
 
@@ -219,7 +221,7 @@ def convert_open_clip_state_dict(
             # nn.MultiheadAttention packs q, k, v along the output dimension, in that order.
             kind = "weight" if name.endswith("weight") else "bias"
             for proj, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
-                out[f"{prefix}self_attn.{proj}.{kind}"] = part.contiguous()
+                out[f"{prefix}self_attn.{proj}.{kind}"] = part.clone()  # own storage, not a view
         elif name in _BLOCK_KEYS:
             out[prefix + _BLOCK_KEYS[name]] = value
         else:

@@ -168,7 +168,7 @@ class _VQAReward:
 
 
 class GITVQAReward(_VQAReward):
-    """GIT VQA attribute reward (T2I-R1's): mean (or product) over phrases of P(yes | "<phrase>?"), NaN without phrases."""
+    """GIT VQA attribute reward (T2I-R1's): mean (or product) of P(yes | "<phrase>?"); NaN without phrases."""
 
     name = "git_vqa"
     model_cls = GitForCausalLM
