@@ -5,6 +5,11 @@ plan length, G, guidance, beta, lr, activation checkpointing) and the same four 
 the step itself is ``BiCoTGRPOTrainer.train_step``, unmodified. Prints one JSON line:
 
     python -m benchmarks.step --size medium --steps 5
+    T2I_R1_FAST_DECODE=0 python -m benchmarks.step --size medium   # transformers' cached forward instead
+    python -m benchmarks.step --size 1b --device cuda --dtype bfloat16   # Janus-Pro-1B shapes, random weights
+
+``--image-logprob-mode conditional`` trains what the reference trains (half the image rows in the
+log-prob passes); our default, ``guided``, trains the distribution that was sampled.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ PROMPT = "a photo of two red cubes left of a small blue sphere on a wooden table
 
 
 class CountingTimer(PhaseTimer):
-    """Phase times plus the number of language-model passes (layer-0 attention calls) in each phase."""
+    """Phase times plus the number of language-model passes (layer-0 input-norm calls) in each phase."""
 
     current = "other"
     passes: dict[str, int] = defaultdict(int)
@@ -52,7 +57,9 @@ class CountingTimer(PhaseTimer):
 def count_passes(model: torch.nn.Module, suffix: str = ""):
     def hook(*_):
         CountingTimer.passes[CountingTimer.current + suffix] += 1
-    model.model.language_model.layers[0].self_attn.register_forward_pre_hook(hook)
+    # the input norm, not the attention module: the fast decoding step calls the norm module but runs
+    # attention itself; each pass (and each checkpoint recompute) calls it once, as the reference's hook
+    model.model.language_model.layers[0].input_layernorm.register_forward_pre_hook(hook)
 
 
 def main() -> None:
@@ -65,6 +72,9 @@ def main() -> None:
     for k, v in dict(cfg=5.0, beta=0.01, lr=1e-6).items():
         p.add_argument(f"--{k}", type=float, default=v)
     p.add_argument("--no-ckpt", dest="ckpt", action="store_false", help="no activation checkpointing")
+    p.add_argument("--image-logprob-mode", default="guided", choices=["guided", "conditional"],
+                   help="ours trains the guided distribution (2x image rows in the log-prob passes); the "
+                        "reference trains the conditional one")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     a = p.parse_args()
@@ -76,14 +86,15 @@ def main() -> None:
 
     spec = TinyJanusSpec(hidden=a.hidden, layers=a.layers, heads=a.heads, image_tokens=a.image_tokens,
                          codebook=a.codebook, vocab=a.vocab, max_positions=4096, seed=a.seed)
-    policy = build_tiny_janus(spec)
+    with torch.device(a.device):  # a 1B-shaped model initialises in seconds on a GPU, minutes on a CPU
+        policy = build_tiny_janus(spec)
     policy = JanusPolicy(policy.model.to(device=a.device, dtype=getattr(torch, a.dtype)), policy.processor,
                          reasoning_template="{prompt}")
     config = TrainConfig(
         model=ModelConfig(path="in-memory", gradient_checkpointing=a.ckpt), data="in-memory",
         output_dir=tempfile.mkdtemp(prefix="bench-step-"),
         rollout=RolloutConfig(plans_per_prompt=a.G, plan=PlanSamplingConfig(max_new_tokens=a.cot_len),
-                              image=ImageSamplingConfig(guidance_scale=a.cfg)),
+                              image=ImageSamplingConfig(guidance_scale=a.cfg, logprob_mode=a.image_logprob_mode)),
         rewards={f"pixel_{s}": RewardSpec() for s in ("red", "green", "blue", "std")},
         grpo=GRPOConfig(beta=a.beta), optim=OptimConfig(lr=a.lr), steps=a.steps + 1, prompts_per_step=1,
         micro_batch_size=a.G, save_every=0, image_log_every=0, log_every=0, seed=a.seed,
@@ -117,6 +128,7 @@ def main() -> None:
     out = {
         "impl": "t2i-r1", "size": a.size, "G": a.G, "image_tokens": a.image_tokens, "hidden": a.hidden,
         "layers": a.layers, "threads": a.threads, "steps": a.steps, "device": a.device, "dtype": a.dtype,
+        "image_logprob_mode": a.image_logprob_mode,
         "sec_per_step_median": round(statistics.median(totals), 4),
         "phases": {k: round(statistics.median(v), 4) for k, v in phases.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -7,8 +7,10 @@ Choices, and how they differ from the reference implementation:
    (transformers' ``generate(generation_mode="image")`` keeps only the last step's scores).
 2. Every distinct prompt is prefilled once and its cache is copied to its G samples (the reference
    prefills G identical rows).
-3. The attention mask is allocated once for prompt + new tokens and sliced per step (the reference grows
-   it with a concatenation per token).
+3. The attention mask and, for Llama backbones, the KV cache are allocated once for prompt + new
+   tokens, and each token runs a lean cached step of our own (``fast_decode.py``: no per-token
+   concatenation, mask or rotary rebuild); the reference grows mask and cache with a concatenation
+   per token. Other backbones fall back to transformers' ``DynamicCache`` forward.
 4. CFG: conditional and unconditional rows go through the backbone as one batch with one cache;
    the unconditional row is the conditional prompt with every token but BOS and <begin_of_image>
    replaced by PAD, so both halves share position ids. ``guidance_scale == 1`` drops the
@@ -31,9 +33,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from transformers import DynamicCache
 
 from t2i_r1.policy.janus import JanusPolicy
+from t2i_r1.rollout.fast_decode import decode_threads, make_decoder
 
 ImageLogprobMode = Literal["guided", "conditional"]
 
@@ -116,32 +118,17 @@ def _unique_rows(ids: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTen
 
 
 def _prefill(policy: JanusPolicy, ids, mask, full_mask):
-    """Run the prompt of each *distinct* row once, then copy cache and last hidden state to every row.
+    """Run the prompt of each *distinct* row once and spread its cache to every row.
 
-    ``ids``, ``mask``: (N, P); ``full_mask``: (N, P + new) preallocated. Returns (hidden (N, H), cache).
+    ``ids``, ``mask``: (N, P); ``full_mask``: (N, P + new) preallocated. Returns (hidden (N, H), decoder),
+    where ``decoder.step(embeds (N, 1, H), positions (N,))`` gives the next hidden states.
     """
     unique, inverse = _unique_rows(torch.cat([ids, mask], dim=1))
     P = ids.shape[1]
     u_ids, u_mask = unique[:, :P], unique[:, P:]
-    cache = DynamicCache(config=policy.model.config.text_config)
-    out = policy.backbone(
-        inputs_embeds=policy.embed_text(u_ids),  # (U, P, H)
-        attention_mask=u_mask,
-        position_ids=position_ids_from_mask(u_mask),
-        cache=cache,
-        use_cache=True,
-    )
-    if not torch.equal(inverse, torch.arange(len(ids), device=inverse.device)):
-        out.cache.reorder_cache(inverse)  # (U, ...) -> (N, ...); unique rows come sorted
-    return out.last_hidden_state[inverse, -1], out.cache  # (N, H)
-
-
-def _step(policy: JanusPolicy, embeds, full_mask, positions, cache):
-    """One cached decoding step: embeds (N, 1, H) at ``positions`` (N,) -> last hidden (N, H)."""
-    out = policy.backbone(
-        inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions[:, None], cache=cache, use_cache=True
-    )
-    return out.last_hidden_state[:, -1], out.cache
+    decoder = make_decoder(policy.backbone, *full_mask.shape)
+    hidden = decoder.prefill(policy.embed_text(u_ids), u_mask, position_ids_from_mask(u_mask), inverse, full_mask)
+    return hidden, decoder  # (N, H)
 
 
 def _sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.LongTensor:
@@ -188,23 +175,24 @@ def sample_plans(
     full_mask = torch.cat([mask, mask.new_ones(N, L)], dim=1)  # (N, P + L), sliced per step
     next_position = mask.sum(1)  # (N,)
 
-    hidden, cache = _prefill(policy, ids, mask, full_mask)
+    hidden, decoder = _prefill(policy, ids, mask, full_mask)
     plan = ids.new_full((N, L), policy.pad_id)
     logprobs = torch.zeros(N, L, device=ids.device)
     done = torch.zeros(N, dtype=torch.bool, device=ids.device)
-    for t in range(L):
-        logits = policy.text_logits(hidden).float() / config.temperature  # (N, V)
-        log_p = logits.log_softmax(-1)
-        token = _sample(_top_p_filter(logits, config.top_p).softmax(-1), generator)  # (N,)
-        token = torch.where(done, torch.full_like(token, policy.pad_id), token)
-        plan[:, t] = token
-        logprobs[:, t] = torch.where(done, 0.0, log_p.gather(1, token[:, None]).squeeze(1))
-        done |= token == policy.eos_id
-        if on_step is not None:
-            on_step(plan[:, : t + 1], done)
-        if bool(done.all()) or t == L - 1:
-            break
-        hidden, cache = _step(policy, policy.embed_text(token[:, None]), full_mask[:, : P + t + 1], next_position + t, cache)
+    with decode_threads():
+        for t in range(L):
+            logits = policy.text_logits(hidden).float() / config.temperature  # (N, V)
+            log_p = logits.log_softmax(-1)
+            token = _sample(_top_p_filter(logits, config.top_p).softmax(-1), generator)  # (N,)
+            token = torch.where(done, torch.full_like(token, policy.pad_id), token)
+            plan[:, t] = token
+            logprobs[:, t] = torch.where(done, 0.0, log_p.gather(1, token[:, None]).squeeze(1))
+            done |= token == policy.eos_id
+            if on_step is not None:
+                on_step(plan[:, : t + 1], done)
+            if bool(done.all()) or t == L - 1:
+                break
+            hidden = decoder.step(policy.embed_text(token[:, None]), next_position + t)  # (N, H)
 
     plan_mask = _mask_through_eos(plan, policy.eos_id)
     used = int(plan_mask.sum(1).max())  # trim the columns no row uses
@@ -277,22 +265,21 @@ def _sample_image_chunk(policy, ids, mask, config: ImageSamplingConfig, generato
     rows = ids.shape[0]
     full_mask = torch.cat([mask, mask.new_ones(rows, T)], dim=1)  # (rows, P + T)
     next_position = mask.sum(1)  # (rows,)
-    hidden, cache = _prefill(policy, ids, mask, full_mask)
+    hidden, decoder = _prefill(policy, ids, mask, full_mask)
 
     tokens = ids.new_zeros(n, T)
     logprobs = torch.zeros(n, T, device=ids.device)
-    for t in range(T):
-        logits = policy.image_logits(hidden).float()  # (rows, C)
-        cond, uncond = (logits[:n], logits[n:]) if config.uses_cfg else (logits, None)
-        mixed = guided_logits(cond, uncond, config.guidance_scale) / config.temperature  # (n, C)
-        token = _sample(_top_k_filter(mixed, config.top_k).softmax(-1), generator)  # (n,)
-        scored = mixed if config.logprob_mode == "guided" else cond / config.temperature
-        logprobs[:, t] = scored.log_softmax(-1).gather(1, token[:, None]).squeeze(1)
-        tokens[:, t] = token
-        if t == T - 1:
-            break  # the last token needs no forward pass
-        step_tokens = torch.cat([token, token]) if config.uses_cfg else token  # (rows,)
-        hidden, cache = _step(
-            policy, policy.embed_image(step_tokens[:, None]), full_mask[:, : P + t + 1], next_position + t, cache
-        )
+    with decode_threads():
+        for t in range(T):
+            logits = policy.image_logits(hidden).float()  # (rows, C)
+            cond, uncond = (logits[:n], logits[n:]) if config.uses_cfg else (logits, None)
+            mixed = guided_logits(cond, uncond, config.guidance_scale) / config.temperature  # (n, C)
+            token = _sample(_top_k_filter(mixed, config.top_k).softmax(-1), generator)  # (n,)
+            scored = mixed if config.logprob_mode == "guided" else cond / config.temperature
+            logprobs[:, t] = scored.log_softmax(-1).gather(1, token[:, None]).squeeze(1)
+            tokens[:, t] = token
+            if t == T - 1:
+                break  # the last token needs no forward pass
+            step_tokens = torch.cat([token, token]) if config.uses_cfg else token  # (rows,)
+            hidden = decoder.step(policy.embed_image(step_tokens[:, None]), next_position + t)  # (rows, H)
     return tokens, logprobs
