@@ -1,0 +1,398 @@
+"""Pretraining the ShapeWorld Janus from scratch on a CPU: first the VQ tokenizer, then the language model.
+
+Choices:
+1. VQ: transformers' ``JanusVQVAE`` (encoder, quantizer, decoder) trained on rendered scenes with
+   reconstruction loss (MSE + L1 on pixels in [-1, 1]) plus the VQ codebook and commitment terms.
+   The quantizer of transformers matches *raw* vectors at encode time but decodes *l2-normalised*
+   codebook entries; we train the decode path as it runs (cosine nearest neighbour between the
+   normalised latent and the normalised codebook) and store the codebook normalised, so that
+   ``vqmodel.encode`` and ``decode`` agree afterwards. Codes unused for a while are restarted on
+   random latents of the batch (a standard fix for codebook collapse with small data).
+   The stopping rule is the evaluator's: reconstructions must keep the verdict of their scene.
+2. LM: teacher-forced cross-entropy on a mixture of three tasks, in exactly the formats that
+   ``JanusPolicy`` samples with: reasoning instruction + prompt -> plan + EOS (text head),
+   prompt + plan -> image tokens, prompt alone -> image tokens (image head; the token-only ablation
+   and the baseline need it). Like Janus, a share of the image examples (``p_uncond``) has its prompt
+   replaced by ``policy.unconditional_ids`` so that classifier-free guidance has an unconditional
+   model. The language model, the generation embeddings, aligner and head and the text head train;
+   the VQ model is frozen by then.
+3. Budgets are wall-clock minutes, so the same command fits a CPU; the default budget is kept small
+   on purpose: the checkpoint should be capable but imperfect, leaving room for BiCoT-GRPO.
+4. Sequences are right-padded: with position ids counted from each row's first token, that is the
+   same computation as the left padding used when sampling.
+
+Dimension letters: N rows, S sequence, T image tokens, H hidden, V text vocab, C codebook.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from t2i_r1.policy.janus import JanusPolicy
+from t2i_r1.shapeworld.evaluator import ShapeWorldEvaluator
+from t2i_r1.shapeworld.grammar import CATEGORIES, Example, LayoutError, sample_example, sample_prompt, split_of
+from t2i_r1.shapeworld.model import ShapeWorldModelSpec, build_model, encode_images, save_policy, to_pixels
+from t2i_r1.shapeworld.world import render
+
+Log = Callable[[str], None]
+
+
+def _examples_worker(args: tuple[int, int, str | None]) -> list[Example]:
+    n, seed, split = args
+    return sample_examples(n, np.random.default_rng(seed), split)
+
+
+def sample_examples(n: int, rng: np.random.Generator, split: str | None = "train", workers: int = 1) -> list[Example]:
+    """``n`` random examples, categories in turn, prompts from ``split`` (None: any); ``workers`` > 1
+    draws chunks in processes, each with a seed taken from ``rng``."""
+    if workers > 1 and n >= 1000:
+        import multiprocessing
+
+        sizes = [n // workers + (i < n % workers) for i in range(workers)]
+        seeds = rng.integers(2**31, size=workers).tolist()
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            chunks = pool.map(_examples_worker, [(k, s, split) for k, s in zip(sizes, seeds)])
+        return [ex for chunk in chunks for ex in chunk]
+    out: list[Example] = []
+    while len(out) < n:
+        prompt = sample_prompt(CATEGORIES[len(out) % len(CATEGORIES)], rng)
+        if split is not None and split_of(prompt.text) != split:
+            continue
+        try:
+            out.append(sample_example(prompt, rng))
+        except LayoutError:
+            continue
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# VQ
+
+
+@dataclass
+class VQTrainConfig:
+    minutes: float = 12.0
+    """Wall-clock budget."""
+    max_steps: int = 4000
+    batch: int = 16
+    lr: float = 1e-3
+    beta: float = 0.25
+    """Commitment weight."""
+    pool: int = 6000
+    """Rendered scenes drawn once and cycled through."""
+    restart_every: int = 50
+    """Steps between restarts of unused codes."""
+    check_every: int = 200
+    check_images: int = 300
+    target_agreement: float = 0.97
+    """Stop early once this share of held-back reconstructions keeps the evaluator's verdict."""
+    seed: int = 0
+    workers: int = 1
+    """Processes drawing the scenes."""
+
+
+def _quantize(vq, z: torch.Tensor):
+    """Cosine nearest neighbour on the unit sphere, as ``decode`` looks codes up.
+    z (N, D, h, w) -> quantised (N, D, h, w) with straight-through gradient, VQ loss parts, indices (N*h*w,)."""
+    N, D, h, w = z.shape
+    flat = F.normalize(z.permute(0, 2, 3, 1).reshape(-1, D), dim=-1)  # (M, D)
+    book = F.normalize(vq.quantize.embedding.weight, dim=-1)  # (C, D)
+    idx = (flat @ book.T).argmax(-1)  # (M,)
+    q = book[idx]  # (M, D)
+    codebook_loss = (q - flat.detach()).pow(2).sum(-1).mean()
+    commit_loss = (flat - q.detach()).pow(2).sum(-1).mean()
+    q = flat + (q - flat).detach()
+    return q.view(N, h, w, D).permute(0, 3, 1, 2), codebook_loss, commit_loss, idx, flat
+
+
+def vq_agreement(policy: JanusPolicy, examples: list[Example], evaluator: ShapeWorldEvaluator | None = None) -> float:
+    """Share of examples whose VQ reconstruction keeps the evaluator's verdict on the original."""
+    from t2i_r1.shapeworld.model import decode_to_uint8
+
+    evaluator = evaluator or ShapeWorldEvaluator()
+    originals = [render(ex.scene) for ex in examples]
+    recon = decode_to_uint8(policy, encode_images(policy, originals))
+    same = [
+        evaluator.score(ex.prompt, r) == evaluator.score(ex.prompt, o)
+        for ex, o, r in zip(examples, originals, recon)
+    ]
+    return float(np.mean(same))
+
+
+def train_vq(policy: JanusPolicy, config: VQTrainConfig = VQTrainConfig(), log: Log = print) -> dict:
+    """Train ``policy``'s VQ model in place; returns a summary (steps, seconds, agreement)."""
+    vq = policy.model.model.vqmodel
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    examples = sample_examples(config.pool, rng, split=None, workers=config.workers)
+    pool = to_pixels([render(ex.scene) for ex in examples])  # (P, 3, S, S), stays on the CPU
+    held = sample_examples(config.check_images, np.random.default_rng(config.seed + 1), split=None)
+    vq.train().requires_grad_(True)
+    vq.to(memory_format=torch.channels_last)  # measured 2.3x faster convolutions on this CPU
+    opt = torch.optim.AdamW(vq.parameters(), lr=config.lr, weight_decay=0.0)
+    C = vq.quantize.embedding.weight.shape[0]
+    device = policy.device
+    last_used = torch.zeros(C, dtype=torch.long, device=device)
+    start, step, agreement = time.time(), 0, float("nan")
+    with torch.no_grad():  # codebook from the (random) encoder's latents, so every code starts in use
+        z = vq.quant_conv(vq.encoder(pool[:64].to(device).contiguous(memory_format=torch.channels_last)))
+        flat = F.normalize(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), dim=-1)
+        vq.quantize.embedding.weight.copy_(flat[torch.randperm(len(flat))[:C]])
+    while step < config.max_steps and time.time() - start < config.minutes * 60:
+        lr = config.lr * min(1.0, (step + 1) / 100)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = pool[torch.randint(len(pool), (config.batch,))].to(device).contiguous(memory_format=torch.channels_last)
+        z = vq.quant_conv(vq.encoder(batch))  # (N, D, h, w)
+        q, codebook_loss, commit_loss, idx, flat = _quantize(vq, z)
+        recon = vq.decoder(vq.post_quant_conv(q))  # (N, 3, S, S)
+        rec = F.mse_loss(recon, batch) + F.l1_loss(recon, batch)
+        loss = rec + codebook_loss + config.beta * commit_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        last_used[idx.unique()] = step
+        if step % config.restart_every == 0:
+            dead = (step - last_used >= config.restart_every).nonzero().squeeze(1)
+            if len(dead):
+                with torch.no_grad():
+                    pick = flat.detach()[torch.randint(len(flat), (len(dead),), device=device)]
+                    vq.quantize.embedding.weight[dead] = pick + 0.01 * torch.randn_like(pick)
+                last_used[dead] = step
+        if step % config.check_every == 0 or step == 1:
+            vq.eval()
+            _store_normalised_codebook(vq)
+            agreement = vq_agreement(policy, held)
+            vq.train()
+            log(f"vq step {step} loss {loss.item():.4f} rec {rec.item():.4f} used {int((step - last_used < config.restart_every).sum())}/{C} "
+                f"agreement {agreement:.3f} ({time.time() - start:.0f}s)")
+            if agreement >= config.target_agreement:
+                break
+    vq.eval().requires_grad_(False)
+    vq.to(memory_format=torch.contiguous_format)
+    _store_normalised_codebook(vq)
+    agreement = vq_agreement(policy, held)
+    log(f"vq done: {step} steps, {time.time() - start:.0f}s, agreement {agreement:.3f}")
+    return {"steps": step, "seconds": time.time() - start, "agreement": agreement}
+
+
+@torch.no_grad()
+def _store_normalised_codebook(vq) -> None:
+    w = vq.quantize.embedding.weight
+    w.copy_(F.normalize(w, dim=-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Language model
+
+
+@dataclass
+class LMTrainConfig:
+    minutes: float = 20.0
+    """Wall-clock budget (the cosine schedule runs over it)."""
+    max_steps: int = 100_000
+    batch: int = 32
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    examples: int = 12_000
+    """Training examples (train-split prompts, each with a scene, its plan and its VQ tokens)."""
+    p_plan: float = 0.3
+    """Share of rows that teach planning; the rest teach image tokens."""
+    p_image_without_plan: float = 0.35
+    """Share of image rows conditioned on the prompt alone (token-only ablation, baseline)."""
+    p_uncond: float = 0.1
+    """Share of image rows whose prompt is blanked (CFG's unconditional model)."""
+    eval_every_minutes: float = 4.0
+    eval_prompts_per_category: int = 4
+    seed: int = 0
+    workers: int = 1
+    """Processes drawing the examples."""
+
+
+TRAINED_PREFIXES = (
+    "model.language_model.", "lm_head.", "model.generation_embeddings.", "model.generation_aligner.",
+    "model.generation_head.",
+)
+
+
+@dataclass
+class _Encoded:
+    plan_prompt: list[list[int]]
+    plan: list[list[int]]  # plan words + EOS
+    image_prompt_plan: list[list[int]]
+    image_prompt: list[list[int]]
+    image_tokens: torch.LongTensor  # (E, T)
+
+
+def encode_examples(policy: JanusPolicy, examples: list[Example]) -> _Encoded:
+    """Token ids of every example in the policy's own formats, and its image's VQ tokens."""
+    tok = policy.tokenizer
+    ids = lambda texts: [row.tolist()[row.ne(policy.pad_id).nonzero()[0].item():] for row in policy.tokenize(texts).ids.cpu()]
+    enc = _Encoded(
+        plan_prompt=ids([policy.plan_prompt_text(ex.prompt.text) for ex in examples]),
+        plan=[tok(ex.plan.text(), add_special_tokens=False)["input_ids"] + [policy.eos_id] for ex in examples],
+        image_prompt_plan=ids([policy.image_prompt_text(ex.prompt.text, ex.plan.text()) for ex in examples]),
+        image_prompt=ids([policy.image_prompt_text(ex.prompt.text) for ex in examples]),
+        image_tokens=encode_images(policy, [render(ex.scene) for ex in examples]),
+    )
+    return enc
+
+
+def make_batch(policy: JanusPolicy, enc: _Encoded, rows: list[int], config: LMTrainConfig, rng: np.random.Generator) -> dict:
+    """A right-padded mixed batch: text ids, image ids, which positions are image inputs, and targets."""
+    seqs = []  # (tokens, is_image, text_target, image_target) per row
+    for e in rows:
+        u = rng.random()
+        if u < config.p_plan:
+            prompt, plan = enc.plan_prompt[e], enc.plan[e]
+            full = prompt + plan
+            n = len(full) - 1
+            text_t = [-100] * (len(prompt) - 1) + plan
+            seqs.append((full[:n], [False] * n, text_t, [-100] * n))
+            continue
+        prompt = enc.image_prompt[e] if rng.random() < config.p_image_without_plan else enc.image_prompt_plan[e]
+        if rng.random() < config.p_uncond:  # keep BOS and <begin_of_image>, blank the rest (unconditional_ids)
+            prompt = [t if t in (policy.bos_id, policy.boi_id) else policy.pad_id for t in prompt]
+        image = enc.image_tokens[e].tolist()
+        n = len(prompt) + len(image) - 1
+        seqs.append((
+            prompt + image[:-1], [False] * len(prompt) + [True] * (len(image) - 1),
+            [-100] * n, [-100] * (len(prompt) - 1) + image,
+        ))
+    S = max(len(s[0]) for s in seqs)
+    N = len(seqs)
+    tokens = torch.full((N, S), policy.pad_id, dtype=torch.long)
+    is_image = torch.zeros((N, S), dtype=torch.bool)
+    mask = torch.zeros((N, S), dtype=torch.long)
+    text_t = torch.full((N, S), -100, dtype=torch.long)
+    image_t = torch.full((N, S), -100, dtype=torch.long)
+    for i, (t, im, tt, it) in enumerate(seqs):
+        n = len(t)
+        tokens[i, :n], is_image[i, :n], mask[i, :n] = torch.tensor(t), torch.tensor(im), 1
+        text_t[i, :n], image_t[i, :n] = torch.tensor(tt), torch.tensor(it)
+    return {"tokens": tokens, "is_image": is_image, "mask": mask, "text_targets": text_t, "image_targets": image_t}
+
+
+def lm_loss(policy: JanusPolicy, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean text cross-entropy + mean image cross-entropy of a ``make_batch`` batch."""
+    tokens, is_image, mask = batch["tokens"], batch["is_image"], batch["mask"]
+    text_ids = torch.where(is_image, torch.full_like(tokens, policy.pad_id), tokens)  # (N, S)
+    image_ids = torch.where(is_image, tokens, torch.zeros_like(tokens))  # (N, S)
+    embeds = torch.where(is_image[..., None], policy.embed_image(image_ids), policy.embed_text(text_ids))  # (N, S, H)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (N, S)
+    hidden = policy.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+    text_sel, image_sel = batch["text_targets"] != -100, batch["image_targets"] != -100
+    stats, loss = {}, hidden.new_zeros(())
+    if bool(text_sel.any()):
+        text_loss = F.cross_entropy(policy.text_logits(hidden[text_sel]).float(), batch["text_targets"][text_sel])
+        loss = loss + text_loss
+        stats["text"] = text_loss.item()
+    if bool(image_sel.any()):
+        image_loss = F.cross_entropy(policy.image_logits(hidden[image_sel]).float(), batch["image_targets"][image_sel])
+        loss = loss + image_loss
+        stats["image"] = image_loss.item()
+    return loss, stats
+
+
+def train_lm(
+    policy: JanusPolicy,
+    config: LMTrainConfig = LMTrainConfig(),
+    log: Log = print,
+    on_eval: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train the language model and generation head in place (VQ frozen); returns a summary."""
+    from t2i_r1.shapeworld.grammar import prompt_set
+    from t2i_r1.shapeworld.model import evaluate_policy
+
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    t0 = time.time()
+    examples = sample_examples(config.examples, rng, split="train", workers=config.workers)
+    enc = encode_examples(policy, examples)
+    log(f"lm data: {len(examples)} examples encoded in {time.time() - t0:.0f}s")
+    model = policy.model
+    model.requires_grad_(False)
+    params = [p for n, p in model.named_parameters() if n.startswith(TRAINED_PREFIXES)]
+    for p in params:
+        p.requires_grad_(True)
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.95),
+    )
+    held = prompt_set("heldout", config.eval_prompts_per_category, seed=config.seed + 7)
+    start, step, next_eval, history = time.time(), 0, config.eval_every_minutes * 60, []
+    budget = config.minutes * 60
+    while step < config.max_steps and (elapsed := time.time() - start) < budget:
+        progress = elapsed / budget
+        lr = config.lr * min(1.0, (step + 1) / config.warmup_steps)
+        lr *= config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        model.train()
+        batch = make_batch(policy, enc, rng.integers(len(examples), size=config.batch).tolist(), config, rng)
+        batch = {k: v.to(policy.device) for k, v in batch.items()}
+        loss, stats = lm_loss(policy, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 100 == 0:
+            log(f"lm step {step} loss {loss.item():.3f} " + " ".join(f"{k} {v:.3f}" for k, v in stats.items())
+                + f" lr {lr:.2e} ({elapsed:.0f}s)")
+        if elapsed >= next_eval:
+            next_eval += config.eval_every_minutes * 60
+            model.eval()
+            table = evaluate_policy(policy, held, use_plan=True, seed=0).table()
+            history.append({"step": step, "seconds": round(elapsed), **table})
+            log(f"lm eval step {step}: " + " ".join(f"{k} {v:.2f}" for k, v in table.items()))
+            if on_eval is not None:
+                on_eval(step, table)
+            next_eval = max(next_eval, time.time() - start + 1)
+    model.eval()
+    model.requires_grad_(False)
+    return {"steps": step, "seconds": time.time() - start, "history": history}
+
+
+def pretrain(
+    out: str | Path,
+    *,
+    spec: ShapeWorldModelSpec = ShapeWorldModelSpec(),
+    vq: VQTrainConfig = VQTrainConfig(),
+    lm: LMTrainConfig = LMTrainConfig(),
+    log: Log = print,
+    device: str = "cpu",
+    on_stage: Callable[[JanusPolicy, str, int], None] | None = None,
+) -> JanusPolicy:
+    """Build, train the VQ, train the LM and save to ``out`` (with ``pretrain.json``: configs and timings).
+    ``on_stage(policy, "vq" | "lm", step)`` runs after the VQ stage and at each LM evaluation (snapshots)."""
+    policy = build_model(spec)
+    policy.model.to(device)
+    t0 = time.time()
+    vq_summary = train_vq(policy, vq, log)
+    if on_stage is not None:
+        on_stage(policy, "vq", vq_summary["steps"])
+    lm_summary = train_lm(policy, lm, log, on_eval=(lambda step, table: on_stage(policy, "lm", step)) if on_stage else None)
+    if on_stage is not None:
+        on_stage(policy, "lm", lm_summary["steps"])
+    policy.model.to("cpu")
+    out = save_policy(policy, out)
+    summary = {"spec": asdict(spec), "vq": asdict(vq), "lm": asdict(lm), "device": device, "vq_result": vq_summary,
+               "lm_result": lm_summary, "seconds": time.time() - t0}
+    (out / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"saved {out} after {time.time() - t0:.0f}s")
+    return policy

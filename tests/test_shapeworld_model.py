@@ -1,0 +1,159 @@
+"""The ShapeWorld Janus: tokenizer, the committed checkpoint (VQ fidelity, loading, generation), the
+pretraining formats against the sampler's log-probs, and a short BiCoT-GRPO run on the committed model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from t2i_r1.shapeworld import CATEGORIES, parse_plan, prompt_set, render, sample_example, score, words
+from t2i_r1.shapeworld.model import (
+    DEFAULT_ASSET,
+    REASONING_TEMPLATE,
+    UNK,
+    build_tokenizer,
+    decode_to_uint8,
+    encode_images,
+    evaluate_policy,
+    load_policy,
+)
+from t2i_r1.shapeworld.pretrain import (
+    LMTrainConfig,
+    VQTrainConfig,
+    encode_examples,
+    lm_loss,
+    make_batch,
+    sample_examples,
+    train_lm,
+    train_vq,
+)
+
+needs_asset = pytest.mark.skipif(
+    not (DEFAULT_ASSET / "model.safetensors").is_file(),
+    reason=f"needs the committed ShapeWorld checkpoint in {DEFAULT_ASSET} (t2i-r1 shapeworld pretrain --out it)",
+)
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return load_policy(DEFAULT_ASSET)
+
+
+def test_tokenizer_round_trip_and_no_unknown_words():
+    tok = build_tokenizer()
+    unk = tok.convert_tokens_to_ids(UNK)
+    rng = np.random.default_rng(0)
+    examples = sample_examples(3 * len(CATEGORIES), rng, split=None)
+    for ex in examples:
+        plan, prompt = ex.plan.text(), ex.prompt.text
+        plan_ids = tok(plan, add_special_tokens=False)["input_ids"]
+        # Plans are one token per word (";" is a word): decoding joins them with single spaces, which is
+        # exactly how Plan.text() writes them.
+        assert len(plan_ids) == len(plan.split())
+        assert tok.decode(plan_ids) == plan
+        prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        assert unk not in prompt_ids and unk not in plan_ids
+        # Prompts lose only the spacing before "," (the grammar's own word split is the same).
+        assert words(tok.decode(prompt_ids)) == words(prompt)
+    # BOS is added; the role and image tokens are single tokens.
+    ids = tok("<|User|>: a red circle <|Assistant|>:<begin_of_image>")["input_ids"]
+    assert ids[0] == tok.bos_token_id
+    assert tok.convert_ids_to_tokens(ids) == [
+        tok.bos_token, "<|User|>", ":", "a", "red", "circle", "<|Assistant|>", ":", "<begin_of_image>"
+    ]
+
+
+@needs_asset
+def test_committed_vq_keeps_the_evaluators_verdict(policy):
+    rng = np.random.default_rng(123)
+    examples = sample_examples(140, rng, split=None)  # 20 per category
+    originals = [render(ex.scene) for ex in examples]
+    recon = decode_to_uint8(policy, encode_images(policy, originals))  # (N, 64, 64, 3)
+    assert recon.shape == (140, 64, 64, 3)
+    kept = [score(ex.prompt, r) == score(ex.prompt, o) for ex, o, r in zip(examples, originals, recon)]
+    assert all(score(ex.prompt, o) == 1.0 for ex, o in zip(examples[:20], originals))  # scenes satisfy prompts
+    assert np.mean(kept) >= 0.95, f"VQ reconstructions keep the verdict on only {np.mean(kept):.3f} of images"
+
+
+@needs_asset
+def test_committed_model_loads_and_generates_parsable_plans(policy):
+    assert policy.reasoning_template == REASONING_TEMPLATE  # read from reasoning.txt in the checkpoint
+    assert policy.num_image_tokens == 64 and policy.codebook_size == 512
+    prompts = prompt_set("heldout", 1, seed=3)  # one per category
+    result = evaluate_policy(policy, prompts, use_plan=True, samples=2, seed=0)
+    assert len(result.images) == 2 * len(prompts) and result.images[0].shape == (64, 64, 3)
+    parsed = 0
+    for plan in result.plans:
+        try:
+            parse_plan(plan)
+            parsed += 1
+        except ValueError:
+            pass
+    # The pretrained planner writes grammatical plans (it failed none in 140 held-out samples when measured).
+    assert parsed >= len(result.plans) - 2
+    assert all(0.0 <= s <= 1.0 for s in result.scores)
+
+
+@needs_asset
+def test_training_formats_match_the_samplers_log_probs(policy):
+    """lm_loss (pretraining) and the rollout's plan/image log-probs (sampling, GRPO) score the same
+    sequence identically: the pretraining formats are the sampling formats."""
+    from t2i_r1.rollout.logprobs import image_log_probs, plan_log_probs
+
+    ex = sample_examples(1, np.random.default_rng(5))[0]
+    enc = encode_examples(policy, [ex])
+    # p_plan=1 -> a plan row; p_plan=0, p_image_without_plan=0, p_uncond=0 -> an image-with-plan row.
+    plan_cfg = LMTrainConfig(p_plan=1.0)
+    image_cfg = LMTrainConfig(p_plan=0.0, p_image_without_plan=0.0, p_uncond=0.0)
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        _, plan_stats = lm_loss(policy, make_batch(policy, enc, [0], plan_cfg, rng))
+        _, image_stats = lm_loss(policy, make_batch(policy, enc, [0], image_cfg, rng))
+        tok = policy.tokenize([policy.plan_prompt_text(ex.prompt.text)])
+        plan_ids = torch.tensor([enc.plan[0]])
+        lp = plan_log_probs(policy, tok.ids, tok.mask, plan_ids, torch.ones_like(plan_ids))
+        tok = policy.tokenize([policy.image_prompt_text(ex.prompt.text, ex.plan.text())])
+        ilp = image_log_probs(policy, tok.ids, tok.mask, enc.image_tokens[:1], mode="conditional")
+    # lm_loss's cross-entropy is the mean negative log-prob of the same tokens.
+    assert plan_stats["text"] == pytest.approx(-lp.mean().item(), abs=1e-4)
+    assert image_stats["image"] == pytest.approx(-ilp.mean().item(), abs=1e-4)
+
+
+def test_pretraining_runs_end_to_end_on_a_small_budget(tmp_path):
+    """A few steps of each stage on a freshly built model: losses are finite and the VQ stores a unit-norm
+    codebook (which makes transformers' encode and decode agree)."""
+    from t2i_r1.shapeworld.model import ShapeWorldModelSpec, build_model
+
+    policy = build_model(ShapeWorldModelSpec(layers=1, codebook=64))
+    vq = train_vq(policy, VQTrainConfig(max_steps=2, batch=2, pool=8, check_images=4, check_every=1000), log=lambda s: None)
+    assert vq["steps"] == 2
+    norms = policy.model.model.vqmodel.quantize.embedding.weight.norm(dim=-1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    before = {n: p.clone() for n, p in policy.model.named_parameters() if n.startswith("model.language_model.")}
+    lm = train_lm(policy, LMTrainConfig(max_steps=3, batch=4, examples=8, eval_every_minutes=1e9), log=lambda s: None)
+    assert lm["steps"] == 3
+    changed = [n for n, p in policy.model.named_parameters() if n in before and not torch.equal(p, before[n])]
+    assert changed, "the language model did not train"
+    assert all(not p.requires_grad for p in policy.model.parameters())
+
+
+@needs_asset
+def test_bicot_grpo_runs_on_the_committed_model(tmp_path):
+    import argparse
+
+    from t2i_r1.shapeworld.demo import add_arguments, run_grpo
+
+    policy = load_policy(DEFAULT_ASSET)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--steps", "2", "--prompts-per-step", "1", "--group", "4", "--out", str(tmp_path)])
+    before = policy.model.lm_head.weight.clone()
+    frozen = policy.model.model.generation_head.vision_head.weight.clone()
+    training = run_grpo(policy, str(DEFAULT_ASSET), args, log=lambda s: None)
+    assert training["steps"] == 2
+    rewards = [h["reward"] for h in training["history"]]
+    assert all(0.0 <= r <= 1.0 for r in rewards)  # partial credit is a share of checks
+    assert not torch.equal(policy.model.lm_head.weight, before)  # the plan head trains in bicot mode
+    # The generation head stays frozen (paper: only the language model and its text head train).
+    assert torch.equal(policy.model.model.generation_head.vision_head.weight, frozen)
