@@ -106,6 +106,8 @@ def export_model(accelerator: Accelerator, module: torch.nn.Module, processor, d
 
 
 class PhaseTimer:
+    """Wall time per phase; on CUDA each phase ends with a synchronize so queued kernels count where they ran."""
+
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
 
@@ -113,6 +115,8 @@ class PhaseTimer:
     def __call__(self, name: str):
         start = time.perf_counter()
         yield
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
         self.seconds[name] += time.perf_counter() - start
 
 
