@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 
 import pytest
@@ -160,7 +161,7 @@ def test_resume_reaches_the_same_weights(tmp_path):
     straight.train()
     reference_state = trained_state(straight)
 
-    config = make_config(tmp_path / "b", steps=4, save_every=1)
+    config = make_config(tmp_path / "b", steps=4, save_every=1, image_log_every=2)
     first = make_trainer(config)
     first.train(max_steps=2)  # "killed" after step 2: a fresh trainer must pick up from checkpoint-2
     resumed = make_trainer(config, seed=123)  # different init: everything must come from the checkpoint
@@ -170,6 +171,12 @@ def test_resume_reaches_the_same_weights(tmp_path):
     for name, value in trained_state(resumed).items():
         assert torch.allclose(value, reference_state[name], atol=1e-6), name
     assert (tmp_path / "b" / "run" / "final" / "config.json").is_file()
+    run = tmp_path / "b" / "run"
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000002.png", "step-0000004.png"]
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]  # the resumed run appends where the first stopped
+    assert {"reward/total", "kl_mean", "loss", "time/plan_sampling", "plan/length"} <= set(logged[-1])
+    assert [p.name for p in run.glob("checkpoint-*")] and len(list(run.glob("checkpoint-*"))) <= 2  # keep_last
 
 
 def test_lora_reference_is_the_model_with_adapters_off(tmp_path):
