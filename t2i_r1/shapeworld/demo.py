@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--logprob-mode", default="guided", choices=["conditional", "guided"],
                         help="image log-probs trained: the conditional branch, or the CFG mix that was sampled")
+    parser.add_argument("--plan-weight", type=float, default=1.0,
+                        help="!= 1: segment-weighted loss, plan part x this, image part x 1 (1: the paper's token mean)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
 
@@ -66,7 +68,8 @@ def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print) -> dic
             plan=PlanSamplingConfig(max_new_tokens=64), image=ImageSamplingConfig(guidance_scale=args.guidance, logprob_mode=args.logprob_mode),
         ),
         rewards={"shapeworld": RewardSpec()},
-        grpo=GRPOConfig(beta=args.beta),
+        grpo=GRPOConfig(beta=args.beta, loss_aggregation="segment_weighted" if args.plan_weight != 1.0 else "token_mean",
+                        plan_weight=args.plan_weight, image_weight=1.0),
         optim=OptimConfig(lr=args.lr),
         steps=args.steps, prompts_per_step=args.prompts_per_step, micro_batch_size=args.prompts_per_step * args.group,
         seed=args.seed, save_every=0, resume=False, image_log_every=0,
