@@ -67,13 +67,12 @@ def image_log_probs(
     n, P = prompt_ids.shape
     T = tokens.shape[1]
     guided = mode == "guided" and guidance_scale != 1.0
+    image_embeds = policy.embed_image(tokens[:, :-1])  # (N, T-1, H): the same for cond and uncond rows
     if guided:
         prompt_ids = torch.cat([prompt_ids, policy.unconditional_ids(prompt_ids, prompt_mask)])  # (2N, P)
         prompt_mask = torch.cat([prompt_mask, prompt_mask])
-        tokens_in = torch.cat([tokens, tokens])
-    else:
-        tokens_in = tokens
-    embeds = torch.cat([policy.embed_text(prompt_ids), policy.embed_image(tokens_in[:, :-1])], dim=1)  # (R, P+T-1, H)
+        image_embeds = torch.cat([image_embeds, image_embeds])  # (2N, T-1, H)
+    embeds = torch.cat([policy.embed_text(prompt_ids), image_embeds], dim=1)  # (R, P+T-1, H)
     mask = torch.cat([prompt_mask, prompt_mask.new_ones(len(prompt_mask), T - 1)], dim=1)
     hidden = policy.backbone(
         inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask)

@@ -139,10 +139,15 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     if top_p >= 1.0:
         return logits
     sorted_logits, order = logits.sort(dim=-1, descending=True)
-    cumulative = sorted_logits.softmax(-1).cumsum(-1)
-    drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top_p
+    sorted_probs = sorted_logits.softmax(-1)
+    drop_sorted = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # keep the token that crosses top_p
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
+
+
+def _probs(log_p: torch.Tensor, logits: torch.Tensor, filtered: torch.Tensor) -> torch.Tensor:
+    """Sampling probabilities; reuse the log-softmax already computed when no filter changed the logits."""
+    return log_p.exp() if filtered is logits else filtered.softmax(-1)
 
 
 def _top_k_filter(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
@@ -183,7 +188,7 @@ def sample_plans(
         for t in range(L):
             logits = policy.text_logits(hidden).float() / config.temperature  # (N, V)
             log_p = logits.log_softmax(-1)
-            token = _sample(_top_p_filter(logits, config.top_p).softmax(-1), generator)  # (N,)
+            token = _sample(_probs(log_p, logits, _top_p_filter(logits, config.top_p)), generator)  # (N,)
             token = torch.where(done, torch.full_like(token, policy.pad_id), token)
             plan[:, t] = token
             logprobs[:, t] = torch.where(done, 0.0, log_p.gather(1, token[:, None]).squeeze(1))
@@ -274,12 +279,14 @@ def _sample_image_chunk(policy, ids, mask, config: ImageSamplingConfig, generato
             logits = policy.image_logits(hidden).float()  # (rows, C)
             cond, uncond = (logits[:n], logits[n:]) if config.uses_cfg else (logits, None)
             mixed = guided_logits(cond, uncond, config.guidance_scale) / config.temperature  # (n, C)
-            token = _sample(_top_k_filter(mixed, config.top_k).softmax(-1), generator)  # (n,)
-            scored = mixed if config.logprob_mode == "guided" else cond / config.temperature
-            logprobs[:, t] = scored.log_softmax(-1).gather(1, token[:, None]).squeeze(1)
+            log_mixed = mixed.log_softmax(-1)  # (n, C)
+            token = _sample(_probs(log_mixed, mixed, _top_k_filter(mixed, config.top_k)), generator)  # (n,)
+            scored = log_mixed if config.logprob_mode == "guided" else (cond / config.temperature).log_softmax(-1)
+            logprobs[:, t] = scored.gather(1, token[:, None]).squeeze(1)
             tokens[:, t] = token
             if t == T - 1:
                 break  # the last token needs no forward pass
-            step_tokens = torch.cat([token, token]) if config.uses_cfg else token  # (rows,)
-            hidden = decoder.step(policy.embed_image(step_tokens[:, None]), next_position + t)  # (rows, H)
+            embeds = policy.embed_image(token[:, None])  # (n, 1, H): cond and uncond rows share the token
+            embeds = torch.cat([embeds, embeds]) if config.uses_cfg else embeds  # (rows, 1, H)
+            hidden = decoder.step(embeds, next_position + t)  # (rows, H)
     return tokens, logprobs
