@@ -432,10 +432,10 @@ class BiCoTGRPOTrainer:
         for j, name in enumerate(self.rewards.weights):
             column = per_reward[:, j]
             stats[f"reward/{name}"] = float(column.nanmean()) if bool((~column.isnan()).any()) else float("nan")
-        total = (per_reward * self.reward_weights).nansum(1)  # (N,)
-        stats["reward/total"] = float(total.mean())
-        stats["reward/group_std"] = float(total.view(-1, rollout.group_size).std(1).mean())
-        stats.update({f"advantage/{k}": v for k, v in adv_stats.as_log().items()})
+        advantage_log = adv_stats.as_log()  # the weighted total and its within-group std, computed once there
+        stats["reward/total"] = advantage_log["reward_mean"]
+        stats["reward/group_std"] = advantage_log["reward_std_within_group"]
+        stats.update({f"advantage/{k}": v for k, v in advantage_log.items()})
         if rollout.plans is not None:
             stats["plan/length"] = float(rollout.plans.plan_mask.sum(1).float().mean())
         return stats
