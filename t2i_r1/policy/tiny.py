@@ -57,10 +57,16 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 384) -> PreTrainedT
     )
     tok.train_from_iterator(list(corpus), trainer=trainer)
     tok.add_tokens(ROLE_TOKENS)
+    return janus_tokenizer(tok)
+
+
+def janus_tokenizer(tok: Tokenizer, **special_tokens) -> PreTrainedTokenizerFast:
+    """Wrap a ``tokenizers`` Tokenizer holding Janus's special tokens: BOS added on encode, left padding,
+    and the image tokens the ``JanusProcessor`` looks up. Extra keywords (e.g. ``unk_token``) pass through."""
     tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, padding_side="left",
-        extra_special_tokens={"image_token": IMAGE_TOKEN, "boi_token": BOI, "eoi_token": EOI},
+        extra_special_tokens={"image_token": IMAGE_TOKEN, "boi_token": BOI, "eoi_token": EOI}, **special_tokens,
     )
 
 

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import JanusConfig, JanusForConditionalGeneration, JanusProcessor, LlamaConfig, PreTrainedTokenizerFast
 from transformers.models.janus.configuration_janus import JanusVisionConfig, JanusVQVAEConfig
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
 from t2i_r1.policy.janus import JanusPolicy
-from t2i_r1.policy.tiny import BOI, BOS, CHAT_TEMPLATE, EOI, EOS, IMAGE_TOKEN, PAD, ROLE_TOKENS
+from t2i_r1.policy.tiny import BOI, BOS, CHAT_TEMPLATE, EOI, EOS, IMAGE_TOKEN, PAD, ROLE_TOKENS, janus_tokenizer
 from t2i_r1.shapeworld.evaluator import ShapeWorldEvaluator, summarize
 from t2i_r1.shapeworld.grammar import Prompt, check_plan, vocabulary
 
@@ -53,11 +53,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")])
     tok.add_special_tokens(specials)  # matched whole, before the pre-tokenizer splits "<|User|>" at "|"
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK, padding_side="left",
-        extra_special_tokens={"image_token": IMAGE_TOKEN, "boi_token": BOI, "eoi_token": EOI},
-    )
+    return janus_tokenizer(tok, unk_token=UNK)
 
 
 @dataclass
