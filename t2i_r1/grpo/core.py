@@ -138,6 +138,13 @@ def _group_moments(rewards: Tensor, group_size: int, std: str) -> tuple[Tensor, 
     return mean, group_std, zero_variance, valid.view(-1)
 
 
+def _stats(mean, group_std, zero_variance, valid, total, group_size: int, drop_zero_variance: bool) -> AdvantageStats:
+    """Advantage stats in ``total``'s dtype; ``keep`` drops zero-variance groups only when asked."""
+    keep = ~zero_variance.repeat_interleave(group_size) if drop_zero_variance else torch.ones_like(valid)  # (N,)
+    return AdvantageStats(group_mean=mean.to(total.dtype), group_std=group_std.to(total.dtype),
+                          zero_variance=zero_variance, keep=keep, valid=valid, total_reward=total)
+
+
 def group_advantages(
     rewards: Tensor,
     group_size: int,
@@ -159,17 +166,7 @@ def group_advantages(
     advantages = advantages.view(-1)  # (N,)
     no_signal = ~valid | zero_variance.repeat_interleave(group_size)  # (N,)
     advantages = torch.where(no_signal, torch.zeros_like(advantages), advantages)  # (N,)
-    keep = torch.ones_like(valid)  # (N,)
-    if drop_zero_variance:
-        keep = ~zero_variance.repeat_interleave(group_size)  # (N,)
-    stats = AdvantageStats(
-        group_mean=mean.to(rewards.dtype),
-        group_std=group_std.to(rewards.dtype),
-        zero_variance=zero_variance,
-        keep=keep,
-        valid=valid,
-        total_reward=rewards,
-    )
+    stats = _stats(mean, group_std, zero_variance, valid, rewards, group_size, drop_zero_variance)
     return advantages.to(rewards.dtype), stats
 
 
@@ -227,18 +224,7 @@ def normalize_then_sum(
         zero_variance = zero_variance & stats_j.zero_variance  # (B,)
     total = _weighted_nansum(per_reward, weights)  # (N,)
     mean, group_std, _, valid = _group_moments(total.double(), group_size, std)  # (B,), (B,), _, (N,)
-    keep = torch.ones_like(valid)  # (N,)
-    if drop_zero_variance:
-        keep = ~zero_variance.repeat_interleave(group_size)  # (N,)
-    stats = AdvantageStats(
-        group_mean=mean.to(per_reward.dtype),
-        group_std=group_std.to(per_reward.dtype),
-        zero_variance=zero_variance,
-        keep=keep,
-        valid=valid,
-        total_reward=total,
-    )
-    return advantages, stats
+    return advantages, _stats(mean, group_std, zero_variance, valid, total, group_size, drop_zero_variance)
 
 
 # name -> function(per_reward (N, R), weights (R,), group_size, eps, std, drop_zero_variance)
