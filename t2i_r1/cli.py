@@ -10,7 +10,7 @@ import sys
 COMMANDS = {
     "generate": ("t2i_r1.generate", "plan and draw images for prompts"),
     "demo": ("t2i_r1.shapeworld.demo", "BiCoT-GRPO on the packaged ShapeWorld model: held-out scores before/after, grids"),
-    "shapeworld": ("t2i_r1.shapeworld.cli", "ShapeWorld model: pretrain from scratch, or evaluate a checkpoint"),
+    "shapeworld": ("t2i_r1.shapeworld.cli", "ShapeWorld: pretrain, evaluate, write SFT triples, train a separate planner"),
     "train": ("t2i_r1.train.cli", "BiCoT-GRPO training from a YAML config (use under accelerate launch)"),
     "eval": ("t2i_r1.eval.cli", "generate a benchmark's images and score them (T2I-CompBench, GenEval, WISE, ShapeWorld)"),
     "sft": ("t2i_r1.sft_cli", "supervised fine-tuning on (prompt, plan, image) triples"),

@@ -27,8 +27,13 @@ class ExternalPlanner:
     @classmethod
     def from_pretrained(cls, path_or_id: str | Path, *, dtype: str = "float32", device: str = "cpu",
                         reasoning_template: str | Path | None = None, **kwargs) -> ExternalPlanner:
+        """Load any causal LM; the reasoning instruction is ``reasoning_template``, else a ``reasoning.txt``
+        saved beside the weights (as ShapeWorld planners and policies are), else the packaged one."""
         model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=getattr(torch, dtype)).to(device)
         tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
+        own = Path(path_or_id) / "reasoning.txt"
+        if reasoning_template is None and own.is_file():
+            reasoning_template = own
         template = load_template(reasoning_template) if reasoning_template is not None else None
         return cls(model, tokenizer, template, **kwargs)
 

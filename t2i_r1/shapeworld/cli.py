@@ -1,7 +1,13 @@
-"""``t2i-r1 shapeworld pretrain|eval``: pretrain the ShapeWorld Janus from scratch, or score a checkpoint.
+"""``t2i-r1 shapeworld pretrain|eval|triples|planner``: pretrain the ShapeWorld Janus from scratch, score a
+checkpoint, write SFT triples, or train a separate planner.
 
     t2i-r1 shapeworld pretrain --out runs/shapeworld-base            # VQ then LM, about 40 min on 2 cores
     t2i-r1 shapeworld eval --model t2i_r1/assets/shapeworld          # held-out, with and without plans
+    t2i-r1 shapeworld triples --out runs/sw-triples --per-category 50   # images/ + triples.jsonl (SFT data)
+    t2i-r1 shapeworld planner --out runs/sw-planner --minutes 3      # a LlamaForCausalLM for ExternalPlanner
+
+SFT of a ShapeWorld checkpoint through ``t2i-r1 sft`` needs ``model.reasoning_template=<checkpoint>/reasoning.txt``
+(its own short instruction); ``benchmarks/shapeworld_recipes.py`` runs SFT, RL and the planner in one table.
 
 Also runnable as ``python -m t2i_r1.shapeworld.cli ...`` (the device scripts do that).
 """
@@ -39,6 +45,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--json", default=None, help="also write the tables to this file")
+    t = sub.add_parser("triples", help="render training scenes and write triples.jsonl (image, prompt, exact plan) for SFT")
+    t.add_argument("--out", required=True, help="directory for images/ and triples.jsonl")
+    t.add_argument("--per-category", type=int, default=50, help="prompts per category")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--split", default="train", choices=["train", "heldout"])
+    pl = sub.add_parser("planner", help="train a small separate planner (LlamaForCausalLM) on prompt -> plan")
+    pl.add_argument("--out", required=True, help="directory to save the planner (model, tokenizer, reasoning.txt)")
+    pl.add_argument("--minutes", type=float, default=3.0, help="training budget in wall-clock minutes")
+    pl.add_argument("--steps", type=int, default=None, help="fixed number of steps (reproducible; overrides --minutes)")
+    pl.add_argument("--examples", type=int, default=10_000, help="training examples drawn once")
+    pl.add_argument("--batch", type=int, default=32)
+    pl.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine)")
+    pl.add_argument("--hidden", type=int, default=128)
+    pl.add_argument("--layers", type=int, default=2)
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--eval-per-category", type=int, default=10, help="held-out prompts per category for plan accuracy")
+    pl.add_argument("--threads", type=int, default=2)
 
 
 def print_table(tables: dict[str, dict[str, float]], file=sys.stdout) -> None:
@@ -106,8 +129,33 @@ def _plan_table(prompts, scores, samples):
     return summarize([p.category for p in prompts for _ in range(samples)], scores)
 
 
+def _triples(args: argparse.Namespace) -> None:
+    from t2i_r1.shapeworld.recipes import write_triples
+
+    path = write_triples(args.out, args.per_category, seed=args.seed, split=args.split)
+    n = sum(1 for line in path.read_text().splitlines() if line.strip())
+    print(f"wrote {n} triples to {path}")
+
+
+def _planner(args: argparse.Namespace) -> None:
+    import torch
+
+    from t2i_r1.shapeworld.grammar import prompt_set
+    from t2i_r1.shapeworld.recipes import PlannerConfig, train_planner
+
+    torch.set_num_threads(args.threads)
+    config = PlannerConfig(hidden=args.hidden, layers=args.layers, intermediate=4 * args.hidden, steps=args.steps,
+                           minutes=args.minutes, examples=args.examples, batch=args.batch, lr=args.lr, seed=args.seed)
+    held = prompt_set("heldout", args.eval_per_category, seed=0) if args.eval_per_category > 0 else None
+    summary = train_planner(args.out, config, eval_prompts=held, log=lambda s: print(s, flush=True))
+    if "plan_accuracy" in summary:
+        print_table({"plan correct": summary["plan_accuracy"]})
+    print(f"saved {args.out} ({summary['steps']} steps, {summary['train_seconds']:.0f}s of training)")
+
+
 def run(args: argparse.Namespace) -> None:
-    {"pretrain": _pretrain, "eval": _eval}[args.shapeworld_command](args)
+    commands = {"pretrain": _pretrain, "eval": _eval, "triples": _triples, "planner": _planner}
+    commands[args.shapeworld_command](args)
 
 
 def main(argv: list[str] | None = None) -> None:

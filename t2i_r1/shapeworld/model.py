@@ -183,8 +183,11 @@ def evaluate_policy(
     image_temperature: float = 1.0,
     batch_prompts: int = 32,
     evaluator: ShapeWorldEvaluator | None = None,
+    planner=None,
 ) -> EvalResult:
-    """Sample ``samples`` images per prompt (own plans when ``use_plan``) and score them exactly."""
+    """Sample ``samples`` images per prompt and score them exactly. Plans: the model's own when
+    ``use_plan``, or ``samples`` per prompt from ``planner`` (an ``ExternalPlanner``: the paper's
+    "plan from a separate LLM" setting), or none."""
     from t2i_r1.rollout.rollout import generate_rollouts
     from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
 
@@ -193,6 +196,7 @@ def evaluate_policy(
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     plan_cfg = PlanSamplingConfig(max_new_tokens=64, temperature=plan_temperature)
     image_cfg = ImageSamplingConfig(guidance_scale=guidance_scale, temperature=image_temperature)
+    external = planner.plan([p.text for p in prompts], num_samples=samples, seed=seed) if planner else None
     plans: list[str | None] = []
     images: list[np.ndarray] = []
     for start in range(0, len(prompts), batch_prompts):
@@ -200,6 +204,7 @@ def evaluate_policy(
         rollout = generate_rollouts(
             policy, [p.text for p in chunk], plans_per_prompt=samples, use_plan=use_plan,
             plan_config=plan_cfg, image_config=image_cfg, generator=generator,
+            external_plans=None if external is None else external[start * samples : (start + len(chunk)) * samples],
         )
         plans += rollout.sample_plans
         images += list(decode_to_uint8(policy, rollout.images.tokens))
