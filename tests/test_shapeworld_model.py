@@ -157,3 +157,33 @@ def test_bicot_grpo_runs_on_the_committed_model(tmp_path):
     assert not torch.equal(policy.model.lm_head.weight, before)  # the plan head trains in bicot mode
     # The generation head stays frozen (paper: only the language model and its text head train).
     assert torch.equal(policy.model.model.generation_head.vision_head.weight, frozen)
+
+
+@needs_asset
+def test_demo_lora_and_iterations_flags_reach_the_trainer(tmp_path):
+    import argparse
+
+    from t2i_r1.shapeworld.demo import add_arguments, run_grpo
+
+    policy = load_policy(DEFAULT_ASSET)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--steps", "1", "--prompts-per-step", "1", "--group", "4", "--out", str(tmp_path),
+                              "--lora-r", "4", "--iterations", "2"])
+    base = {n: p.clone() for n, p in policy.model.named_parameters()}
+    training = run_grpo(policy, str(DEFAULT_ASSET), args, log=lambda s: None)
+    assert training["steps"] == 1
+    names = [n for n, _ in policy.model.named_parameters()]
+    lora = [n for n in names if "lora_" in n]
+    assert lora, "LoRA adapters were not added"
+    # With LoRA only the adapters train: every pre-existing weight is unchanged (peft renames base
+    # layers to "<name>.base_layer.weight").
+    compared = 0
+    for n, p in policy.model.named_parameters():
+        original = n.replace("base_model.model.", "").replace(".base_layer", "")
+        if "lora_" not in n and original in base:
+            assert torch.equal(p, base[original]), n
+            compared += 1
+    assert compared == len(base)
+    # lora_B starts at zero; two optimisation passes over the batch move it.
+    assert any(p.abs().sum() > 0 for n, p in policy.model.named_parameters() if "lora_B" in n)

@@ -12,10 +12,11 @@ Choices, and how they differ from the paper:
    is generalisation, not memorisation.
 3. The budget is wall-clock (``--minutes``) as well as steps, so the demo fits 15 minutes on 2 cores
    whatever the machine's load; the number of steps actually run is printed.
-4. The learning rate (2e-5) is above the paper's 1e-6: a 1M-parameter model trained for ~100 steps.
-   Measured on the committed model (70 held-out prompts x 2, 6-8 min of training): lr 2e-4 and 5e-5
-   lowered both the training reward and the held-out score (-30 and -12 points), 2e-5 left it flat
-   (-1.4): the demo does not yet show a gain; see the issue's notes.
+4. The learning rate (2e-5) is above the paper's 1e-6: a 2.4M-parameter model trained for a few
+   hundred steps. The demo does not yet show a gain (README, "ShapeWorld"): 300-step runs measured on
+   70 held-out prompts x 2 (noise about +-4 points) stayed within the noise at lr 1e-5 / 3e-5, with a
+   KL of 0.1, or in semantic-only mode, and lost 10-33 points with lr 1e-4, LoRA at 3e-4, 4 passes per
+   batch (``--iterations 4``), or the reference's conditional-only image log-probs.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image log-probs trained: the conditional branch, or the CFG mix that was sampled")
     parser.add_argument("--plan-weight", type=float, default=1.0,
                         help="!= 1: segment-weighted loss, plan part x this, image part x 1 (1: the paper's token mean)")
+    parser.add_argument("--lora-r", type=int, default=0, help="> 0: train LoRA adapters of this rank (alpha 2r) instead of all weights")
+    parser.add_argument("--iterations", type=int, default=1,
+                        help="optimisation passes per batch of rollouts (GRPO's mu; > 1 uses the clipped ratio)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
 
@@ -54,13 +58,13 @@ def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print) -> dic
     from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
     from t2i_r1.shapeworld.evaluator import partial_reward
     from t2i_r1.shapeworld.grammar import prompt_set
-    from t2i_r1.train.config import GRPOConfig, ModelConfig, OptimConfig, RewardSpec, RolloutConfig, TrainConfig
+    from t2i_r1.train.config import GRPOConfig, LoraSettings, ModelConfig, OptimConfig, RewardSpec, RolloutConfig, TrainConfig
     from t2i_r1.train.trainer import BiCoTGRPOTrainer
 
     train_prompts = prompt_set("train", 60, seed=args.seed + 100)
     records = [PromptRecord(p.text, p.metadata()) for p in train_prompts]
     config = TrainConfig(
-        model=ModelConfig(path=model_dir),
+        model=ModelConfig(path=model_dir, lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r) if args.lora_r else None),
         data="shapeworld:train (in memory)",
         output_dir=str(Path(args.out) / "train"),
         rollout=RolloutConfig(
@@ -68,7 +72,7 @@ def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print) -> dic
             plan=PlanSamplingConfig(max_new_tokens=64), image=ImageSamplingConfig(guidance_scale=args.guidance, logprob_mode=args.logprob_mode),
         ),
         rewards={"shapeworld": RewardSpec()},
-        grpo=GRPOConfig(beta=args.beta, loss_aggregation="segment_weighted" if args.plan_weight != 1.0 else "token_mean",
+        grpo=GRPOConfig(beta=args.beta, num_iterations=args.iterations, loss_aggregation="segment_weighted" if args.plan_weight != 1.0 else "token_mean",
                         plan_weight=args.plan_weight, image_weight=1.0),
         optim=OptimConfig(lr=args.lr),
         steps=args.steps, prompts_per_step=args.prompts_per_step, micro_batch_size=args.prompts_per_step * args.group,
