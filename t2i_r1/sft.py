@@ -191,6 +191,6 @@ class SFTTrainer:
             bar.set_postfix(loss=f"{stats['loss']:.3f}")
         bar.close()
         if self.step >= cfg.steps:
-            return export_model(acc, self.module, self.policy.processor, self.output_dir / "final",
+            return export_model(acc, self.module, self.policy, self.output_dir / "final",
                                 cfg.model.lora is not None)
         return None

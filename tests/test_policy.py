@@ -47,6 +47,18 @@ def test_custom_template_is_used(tiny_checkpoint, tmp_path):
     assert policy.plan_prompt_text("a cat") == "<|User|>: PLAN FOR: a cat\n\n<|Assistant|>:"
 
 
+def test_saved_checkpoint_keeps_its_reasoning_instruction(tiny_checkpoint, tmp_path):
+    template = tmp_path / "t.txt"
+    template.write_text("PLAN FOR: {prompt}")
+    policy = JanusPolicy.from_pretrained(tiny_checkpoint, reasoning_template=template)
+    policy.save_pretrained(tmp_path / "saved")
+    assert JanusPolicy.from_pretrained(tmp_path / "saved").reasoning_template == "PLAN FOR: {prompt}"
+    # An explicit template still wins over the saved one.
+    other = tmp_path / "o.txt"
+    other.write_text("OTHER {prompt}")
+    assert JanusPolicy.from_pretrained(tmp_path / "saved", reasoning_template=other).reasoning_template == "OTHER {prompt}"
+
+
 def test_prompt_formats(tiny_policy):
     assert tiny_policy.image_prompt_text("a cat", "one black cat") == (
         "<|User|>: a cat. one black cat\n\n<|Assistant|>:<begin_of_image>"

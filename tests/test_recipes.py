@@ -33,6 +33,7 @@ def write_triples(tmp_path, policy, n=4):
 
 def test_sft_lowers_the_loss_and_exports(tmp_path):
     policy = build_tiny_janus(SPEC)
+    policy.reasoning_template = "PLAN FOR: {prompt}"  # not the packaged one, so the export must carry it
     data = write_triples(tmp_path, policy)
     config = SFTConfig(model=ModelConfig(path="in-memory"), data=str(data), output_dir=str(tmp_path / "sft"),
                        optim=OptimConfig(lr=3e-3), steps=12, batch_size=4, save_every=6, uncond_prob=0.0)
@@ -42,7 +43,10 @@ def test_sft_lowers_the_loss_and_exports(tmp_path):
         last = trainer.train_step()
     assert last["plan_nll"] < first["plan_nll"] - 0.5 and last["image_nll"] < first["image_nll"]
     final = trainer.train()
-    assert JanusPolicy.from_pretrained(final).num_image_tokens == 16
+    reloaded = JanusPolicy.from_pretrained(final)
+    assert reloaded.num_image_tokens == 16
+    # The exported model keeps the reasoning instruction it was trained with.
+    assert reloaded.reasoning_template == policy.reasoning_template
 
 
 def test_triples_errors_name_file_and_line(tmp_path):

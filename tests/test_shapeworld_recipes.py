@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +15,8 @@ from transformers import LlamaForCausalLM
 from t2i_r1.planner import ExternalPlanner
 from t2i_r1.sft import load_triples
 from t2i_r1.shapeworld import CATEGORIES, ShapeWorldEvaluator, check_plan, parse_plan, prompt_set
-from t2i_r1.shapeworld.model import DEFAULT_ASSET, REASONING_TEMPLATE, TEMPLATE_FILE
-from t2i_r1.shapeworld.recipes import PlannerConfig, _lr, load_planner, plan_accuracy, train_planner, write_triples
+from t2i_r1.shapeworld.model import DEFAULT_ASSET, REASONING_TEMPLATE
+from t2i_r1.shapeworld.recipes import PlannerConfig, _lr, load_planner, plan_accuracy, train_planner, write_prompts, write_triples
 
 needs_asset = pytest.mark.skipif(
     not (DEFAULT_ASSET / "model.safetensors").is_file(),
@@ -131,3 +133,34 @@ def test_recipe_benchmark_runs_end_to_end(tmp_path):
         assert all(0.0 <= v <= 2 ** -0.5 + 1e-9 for v in tables[0].values())
     assert results["training"]["SFT"][0]["steps"] == 2 and results["training"]["RL"][0]["steps"] == 1
     assert (tmp_path / "seed0" / "planner" / "config.json").is_file()
+
+
+@needs_asset
+def test_shapeworld_recipe_configs_run_through_the_generic_commands(tmp_path):
+    """configs/recipes/*_shapeworld.yaml: the prompt file from write_prompts feeds the exact reward named
+    in YAML; the SFT config trains on write_triples' output; the hybrid inherits the RL config."""
+    from t2i_r1.config_io import load_config
+    from t2i_r1.sft import SFTConfig, SFTTrainer
+    from t2i_r1.train import BiCoTGRPOTrainer, TrainConfig
+
+    torch.set_num_threads(1)
+    recipes = Path(__file__).parents[1] / "configs" / "recipes"
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 1, seed=100)
+    small = [f"model.path={DEFAULT_ASSET}", f"data={prompts}", f"output_dir={tmp_path / 'rl'}", "steps=1",
+             "prompts_per_step=1", "rollout.plans_per_prompt=2", "micro_batch_size=2", "save_every=0",
+             "image_log_every=0"]
+    trainer = BiCoTGRPOTrainer(load_config(TrainConfig, recipes / "rl_shapeworld.yaml", small))
+    assert trainer.policy.reasoning_template == REASONING_TEMPLATE  # read from the checkpoint directory
+    stats = trainer.train_step(trainer.prompts_for_step(0)).stats
+    assert 0.0 <= stats["reward/programmatic"] <= 1.0  # partial credit of the exact evaluator
+
+    hybrid = load_config(TrainConfig, recipes / "sft_then_rl_shapeworld.yaml")
+    assert hybrid.model.path == "runs/sft-shapeworld/final" and hybrid.optim.lr == 2e-5
+    assert hybrid.rewards["programmatic"].kwargs["score"].endswith(":partial_reward")
+
+    triples = write_triples(tmp_path / "triples", 1, seed=0)
+    sft = SFTTrainer(load_config(SFTConfig, recipes / "sft_shapeworld.yaml", [
+        f"model.path={DEFAULT_ASSET}", f"data={triples}", f"output_dir={tmp_path / 'sft'}", "steps=1",
+        "batch_size=2", "save_every=0"]))
+    assert sft.policy.reasoning_template == REASONING_TEMPLATE
+    assert math.isfinite(sft.train_step()["plan_nll"])

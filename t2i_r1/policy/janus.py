@@ -27,6 +27,8 @@ from PIL import Image
 from transformers import AutoProcessor, JanusForConditionalGeneration, PreTrainedTokenizerBase
 
 DEFAULT_IMAGE_PROMPT_FORMAT = "{prompt}. {plan}"
+TEMPLATE_FILE = "reasoning.txt"
+"""Saved beside a checkpoint's weights: the reasoning instruction it plans from (read back on load)."""
 
 
 class NotAJanusCheckpoint(ValueError):
@@ -125,7 +127,10 @@ class JanusPolicy:
         reasoning_template: str | Path | None = None,
         image_prompt_format: str = DEFAULT_IMAGE_PROMPT_FORMAT,
     ) -> JanusPolicy:
-        """Load model and processor from a local directory or hub id."""
+        """Load model and processor from a local directory or hub id. The reasoning instruction is
+        ``reasoning_template`` if given, else the checkpoint's own ``reasoning.txt`` (written by
+        ``save_pretrained``, so fine-tuned models keep the instruction they were trained with), else
+        the packaged one."""
         path_or_id = str(path_or_id)
         _check_janus_checkpoint(path_or_id)
         if isinstance(dtype, str):
@@ -136,12 +141,17 @@ class JanusPolicy:
         model = JanusForConditionalGeneration.from_pretrained(path_or_id, **kwargs).to(device)
         model.eval()
         processor = AutoProcessor.from_pretrained(path_or_id)
+        own = Path(path_or_id) / TEMPLATE_FILE
+        if reasoning_template is None and own.is_file():
+            reasoning_template = own
         template = load_template(reasoning_template) if reasoning_template is not None else None
         return cls(model, processor, template, image_prompt_format)
 
     def save_pretrained(self, directory: str | Path) -> None:
+        """Model, processor and the reasoning instruction (``reasoning.txt``)."""
         self.model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
+        (Path(directory) / TEMPLATE_FILE).write_text(self.reasoning_template, encoding="utf-8")
 
     # ------------------------------------------------------------------ shapes and modules
     @property

@@ -1,13 +1,16 @@
-"""``t2i-r1 shapeworld pretrain|eval|triples|planner``: pretrain the ShapeWorld Janus from scratch, score a
-checkpoint, write SFT triples, or train a separate planner.
+"""``t2i-r1 shapeworld pretrain|eval|prompts|triples|planner``: pretrain the ShapeWorld Janus from scratch,
+score a checkpoint, write training prompts or SFT triples, or train a separate planner.
 
     t2i-r1 shapeworld pretrain --out runs/shapeworld-base            # VQ then LM, about 40 min on 2 cores
     t2i-r1 shapeworld eval --model t2i_r1/assets/shapeworld          # held-out, with and without plans
+    t2i-r1 shapeworld prompts --out runs/sw-prompts.jsonl            # prompts + ground truth for t2i-r1 train
     t2i-r1 shapeworld triples --out runs/sw-triples --per-category 50   # images/ + triples.jsonl (SFT data)
     t2i-r1 shapeworld planner --out runs/sw-planner --minutes 3      # a LlamaForCausalLM for ExternalPlanner
 
-SFT of a ShapeWorld checkpoint through ``t2i-r1 sft`` needs ``model.reasoning_template=<checkpoint>/reasoning.txt``
-(its own short instruction); ``benchmarks/shapeworld_recipes.py`` runs SFT, RL and the planner in one table.
+The same recipes as for real checkpoints then run through the generic commands:
+``t2i-r1 sft configs/recipes/sft_shapeworld.yaml``, ``t2i-r1 train configs/recipes/rl_shapeworld.yaml``,
+``t2i-r1 train configs/recipes/sft_then_rl_shapeworld.yaml``; ``benchmarks/shapeworld_recipes.py`` runs
+SFT, RL and the planner over seeds in one table.
 
 Also runnable as ``python -m t2i_r1.shapeworld.cli ...`` (the device scripts do that).
 """
@@ -45,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--json", default=None, help="also write the tables to this file")
+    pr = sub.add_parser("prompts", help="write prompts with their ground truth (JSON lines) for t2i-r1 train")
+    pr.add_argument("--out", required=True, help="file to write (.jsonl)")
+    pr.add_argument("--per-category", type=int, default=60, help="prompts per category")
+    pr.add_argument("--seed", type=int, default=100, help="100 draws the demo's training prompts")
+    pr.add_argument("--split", default="train", choices=["train", "heldout"])
     t = sub.add_parser("triples", help="render training scenes and write triples.jsonl (image, prompt, exact plan) for SFT")
     t.add_argument("--out", required=True, help="directory for images/ and triples.jsonl")
     t.add_argument("--per-category", type=int, default=50, help="prompts per category")
@@ -129,6 +137,13 @@ def _plan_table(prompts, scores, samples):
     return summarize([p.category for p in prompts for _ in range(samples)], scores)
 
 
+def _prompts(args: argparse.Namespace) -> None:
+    from t2i_r1.shapeworld.recipes import write_prompts
+
+    path = write_prompts(args.out, args.per_category, seed=args.seed, split=args.split)
+    print(f"wrote {sum(1 for _ in path.open())} {args.split} prompts to {path}")
+
+
 def _triples(args: argparse.Namespace) -> None:
     from t2i_r1.shapeworld.recipes import write_triples
 
@@ -154,7 +169,7 @@ def _planner(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    commands = {"pretrain": _pretrain, "eval": _eval, "triples": _triples, "planner": _planner}
+    commands = {"pretrain": _pretrain, "eval": _eval, "prompts": _prompts, "triples": _triples, "planner": _planner}
     commands[args.shapeworld_command](args)
 
 

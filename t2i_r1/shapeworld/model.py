@@ -30,14 +30,13 @@ from transformers import JanusConfig, JanusForConditionalGeneration, JanusProces
 from transformers.models.janus.configuration_janus import JanusVisionConfig, JanusVQVAEConfig
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
-from t2i_r1.policy.janus import JanusPolicy
+from t2i_r1.policy.janus import TEMPLATE_FILE, JanusPolicy  # TEMPLATE_FILE re-exported for ShapeWorld callers
 from t2i_r1.policy.tiny import BOI, BOS, CHAT_TEMPLATE, EOI, EOS, IMAGE_TOKEN, PAD, ROLE_TOKENS, janus_tokenizer
 from t2i_r1.shapeworld.evaluator import ShapeWorldEvaluator, summarize
 from t2i_r1.shapeworld.grammar import Prompt, check_plan, vocabulary
 
 UNK = "<unk>"
 REASONING_TEMPLATE = "plan the image : {prompt}"
-TEMPLATE_FILE = "reasoning.txt"
 # Words of the chat format ("<|User|>: ...") and of the image prompt ("{prompt}. {plan}") and the
 # reasoning template that the ShapeWorld grammar itself does not use.
 FORMAT_WORDS = (":", ".", "plan", "the", "image")
@@ -109,17 +108,13 @@ def build_model(spec: ShapeWorldModelSpec | None = None) -> JanusPolicy:
 
 def save_policy(policy: JanusPolicy, directory: str | Path) -> Path:
     """Save model, processor and the reasoning template (``reasoning.txt``)."""
-    directory = Path(directory)
     policy.save_pretrained(directory)
-    (directory / TEMPLATE_FILE).write_text(policy.reasoning_template, encoding="utf-8")
-    return directory
+    return Path(directory)
 
 
 def load_policy(path: str | Path = DEFAULT_ASSET, **kwargs) -> JanusPolicy:
-    """``JanusPolicy.from_pretrained`` with the checkpoint's own reasoning template when it has one."""
-    path = Path(path)
-    template = path / TEMPLATE_FILE
-    return JanusPolicy.from_pretrained(path, reasoning_template=template if template.is_file() else None, **kwargs)
+    """``JanusPolicy.from_pretrained``, which reads the checkpoint's own reasoning template."""
+    return JanusPolicy.from_pretrained(path, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

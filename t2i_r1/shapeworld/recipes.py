@@ -1,5 +1,6 @@
 """The paper's baselines as ShapeWorld recipes: SFT triples and a small separate planner.
 
+``write_prompts`` writes training prompts with their ground truth for ``t2i-r1 train``;
 ``write_triples`` renders training scenes and writes ``triples.jsonl`` (``t2i_r1.sft.load_triples``'s
 format) for the SFT baseline; ``train_planner`` trains a small ``LlamaForCausalLM`` to write plans, for
 the "plans from a separate language model" comparison (``t2i_r1.planner.ExternalPlanner``).
@@ -45,7 +46,18 @@ PLANNER_FILE = "planner.json"
 
 
 # ---------------------------------------------------------------------------------------------
-# SFT triples
+# Prompt files and SFT triples
+
+
+def write_prompts(path: str | Path, n_per_category: int, seed: int = 0, split: str = "train") -> Path:
+    """JSON lines of ``prompt_set(split, n_per_category, seed)`` with their metadata, the prompt-file
+    format ``t2i-r1 train`` reads; the ShapeWorld reward finds its ground truth under "shapeworld"."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(p.metadata()) for p in prompt_set(split, n_per_category, seed=seed)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
 
 
 def write_triples(out_dir: str | Path, n_per_category: int, seed: int = 0, split: str = "train") -> Path:

@@ -93,14 +93,15 @@ def setup_trainable(model: torch.nn.Module, config: ModelConfig, mode: str = "bi
     return trained_model, trained
 
 
-def export_model(accelerator: Accelerator, module: torch.nn.Module, processor, directory: Path, lora: bool) -> Path:
-    """Write a plain Janus checkpoint (LoRA merged) that ``from_pretrained`` and ``t2i-r1 generate`` load."""
+def export_model(accelerator: Accelerator, module: torch.nn.Module, policy: JanusPolicy, directory: Path, lora: bool) -> Path:
+    """Write a plain Janus checkpoint (LoRA merged, with ``policy``'s processor and reasoning instruction)
+    that ``from_pretrained`` and ``t2i-r1 generate`` load."""
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(module).model
     if lora:
         model = copy.deepcopy(model).merge_and_unload()
     if accelerator.is_main_process:
-        JanusPolicy(model, processor).save_pretrained(directory)
+        JanusPolicy(model, policy.processor, policy.reasoning_template, policy.image_prompt_format).save_pretrained(directory)
     accelerator.wait_for_everyone()
     return directory
 
@@ -484,5 +485,5 @@ class BiCoTGRPOTrainer:
 
     def save_final(self) -> Path:
         """A plain Janus checkpoint (LoRA merged) that ``t2i-r1 generate --model`` loads."""
-        return export_model(self.accelerator, self.module, self.policy.processor, self.output_dir / "final",
+        return export_model(self.accelerator, self.module, self.policy, self.output_dir / "final",
                             self.config.model.lora is not None)
