@@ -34,10 +34,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan-top-p", type=float, default=1.0)
     parser.add_argument("--plan-max-tokens", type=int, default=128)
     parser.add_argument("--template", help="reasoning-instruction template file with a {prompt} slot")
+    parser.add_argument("--planner", help="a causal LM (directory or hub id) that writes the plans instead of the Janus model")
     parser.add_argument("--image-prompt-format", default="{prompt}. {plan}")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--memory-budget-gb", type=float, default=4.0, help="KV-cache budget per image chunk")
+
+
+def load_external_planner(args):
+    """``--planner`` as an ``ExternalPlanner`` sampling like the model would (--plan-* flags); None without it."""
+    if not getattr(args, "planner", None):
+        return None
+    if args.no_plan:
+        raise ValueError("--planner and --no-plan exclude each other")
+    from t2i_r1.planner import ExternalPlanner
+
+    return ExternalPlanner.from_pretrained(args.planner, dtype=args.dtype, device=args.device or "cpu",
+                                           reasoning_template=args.template, max_new_tokens=args.plan_max_tokens,
+                                           temperature=args.plan_temperature)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -53,7 +67,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
     pipe = T2IR1Pipeline.from_pretrained(
         args.model, dtype=args.dtype, device=args.device, reasoning_template=args.template,
-        image_prompt_format=args.image_prompt_format,
+        image_prompt_format=args.image_prompt_format, planner=load_external_planner(args),
         plan_config=PlanSamplingConfig(args.plan_max_tokens, args.plan_temperature, args.plan_top_p),
         image_config=ImageSamplingConfig(
             guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k,

@@ -40,10 +40,14 @@ class T2IR1Pipeline:
         policy: JanusPolicy,
         plan_config: PlanSamplingConfig | None = None,
         image_config: ImageSamplingConfig | None = None,
+        planner=None,
     ):
+        """``planner``: an ``ExternalPlanner`` that writes the plans instead of the Janus model (the paper's
+        "plan from a separate LLM" setting); None plans with the model itself."""
         self.policy = policy
         self.plan_config = plan_config or PlanSamplingConfig()
         self.image_config = image_config or ImageSamplingConfig()
+        self.planner = planner
 
     @classmethod
     def from_pretrained(
@@ -95,9 +99,11 @@ class T2IR1Pipeline:
         results = []
         for index, prompt in enumerate(prompts):
             prompt_seed = seed + index
+            external = self.planner.plan([prompt], num_images, seed=prompt_seed) if use_plan and self.planner else None
             rollout = generate_rollouts(
                 self.policy, [prompt], plans_per_prompt=num_images, use_plan=use_plan,
                 plan_config=self.plan_config, image_config=self.image_config, generator=self._generator(prompt_seed),
+                external_plans=external,
             )
             results.extend(self.to_generations(rollout, prompt_seed))
         return results
@@ -105,6 +111,7 @@ class T2IR1Pipeline:
     def to_generations(self, rollout: Rollout, seed: int) -> list[Generation]:
         images = self.policy.to_pil(self.policy.decode_image_tokens(rollout.images.tokens))
         settings = {"plan_sampling": asdict(self.plan_config) if rollout.plans else None,
+                    "planner": getattr(self.planner, "name_or_path", None) if rollout.sample_plans[0] is not None else None,
                     "image_sampling": asdict(self.image_config)}
         return [
             Generation(prompt, plan, image, seed, settings)

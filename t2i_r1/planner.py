@@ -19,6 +19,7 @@ class ExternalPlanner:
     def __init__(self, model, tokenizer, reasoning_template: str | None = None, max_new_tokens: int = 128,
                  temperature: float = 1.0):
         self.model, self.tokenizer = model.eval(), tokenizer
+        self.name_or_path = getattr(model, "name_or_path", None) or type(model).__name__
         self.template = reasoning_template or default_reasoning_template()
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
         if self.tokenizer.pad_token_id is None:

@@ -56,6 +56,20 @@ def _lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def test_external_planner_writes_the_plans(tmp_path, settings, tiny_planner):
+    from t2i_r1.eval.runner import generate_missing
+    from t2i_r1.planner import ExternalPlanner
+
+    with_planner = GenerationSettings(**{**settings.__dict__, "planner": str(tiny_planner)})
+    items = [PromptItem(index=i, key=f"p{i}", prompt=p, category="c") for i, p in enumerate(["a red cube", "two cats"])]
+    assert generate_missing(tmp_path, items, 2, with_planner) == 2
+    planner = ExternalPlanner.from_pretrained(tiny_planner, max_new_tokens=8)
+    for item in items:
+        expected = planner.plan([item.prompt], 2, seed=with_planner.seed + item.index)
+        written = [json.loads(p.read_text())["plan"] for p in sorted((tmp_path / "images" / item.key).glob("*.json"))]
+        assert written == expected
+
+
 def test_t2i_compbench_end_to_end(tmp_path, scorers, settings, pipeline):
     bench = T2ICompBench(vqa_model=scorers["blip_vqa"], clip_model=scorers["clip"], detector_model=scorers["owlv2"],
                          detector_threshold=0.0, device="cpu", use_spacy=False)  # fmt: skip

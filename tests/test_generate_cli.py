@@ -30,6 +30,23 @@ def test_generate_writes_images_jsonl_and_grid(tiny_checkpoint, tmp_path):
     assert (again / records[3]["file"]).read_bytes() == (out / records[3]["file"]).read_bytes()
 
 
+def test_generate_with_an_external_planner(tiny_checkpoint, tiny_planner, tmp_path, capsys):
+    from t2i_r1.planner import ExternalPlanner
+
+    out = tmp_path / "out"
+    rc = main(["generate", "--model", str(tiny_checkpoint), "--planner", str(tiny_planner), "--prompt", "a red cube",
+               "--prompt", "two cats", "-n", "2", "--out", str(out), "--plan-max-tokens", "6", "--seed", "3"])
+    assert rc == 0
+    records = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    planner = ExternalPlanner.from_pretrained(tiny_planner, max_new_tokens=6)
+    # Prompt i is planned with seed + i, two plans each, by the separate model.
+    assert [r["plan"] for r in records] == planner.plan(["a red cube"], 2, seed=3) + planner.plan(["two cats"], 2, seed=4)
+    assert records[0]["planner"] == str(tiny_planner)
+    assert main(["generate", "--model", str(tiny_checkpoint), "--planner", str(tiny_planner), "--no-plan",
+                 "--prompt", "x", "--out", str(tmp_path / "bad")]) != 0
+    assert "--planner and --no-plan exclude each other" in capsys.readouterr().err
+
+
 def test_generate_without_plan_from_prompts_file(tiny_checkpoint, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red cube\n\na blue ball\n")

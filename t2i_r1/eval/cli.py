@@ -57,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--plan-top-p", type=float, default=1.0)
     g.add_argument("--plan-max-tokens", type=int, default=128)
     g.add_argument("--template", help="reasoning-instruction template file with a {prompt} slot")
+    g.add_argument("--planner", help="a causal LM (directory or hub id) that writes the plans (external-planner setting)")
     g.add_argument("--image-prompt-format", default="{prompt}. {plan}")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     g.add_argument("--device", help="default: this process's accelerate device")
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> dict | None:
             temperature=args.temperature, top_k=args.top_k, plan_temperature=args.plan_temperature,
             plan_top_p=args.plan_top_p, plan_max_tokens=args.plan_max_tokens, template=args.template,
             image_prompt_format=args.image_prompt_format, dtype=args.dtype, device=args.device,
-            memory_budget_gb=args.memory_budget_gb,
+            memory_budget_gb=args.memory_budget_gb, planner=args.planner,
         )  # fmt: skip
     config = EvalConfig(
         benchmark=args.benchmark, out=Path(args.out), generation=generation, benchmark_options=benchmark_options(args),

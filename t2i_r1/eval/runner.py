@@ -42,7 +42,8 @@ from t2i_r1.utils.io import atomic_path, write_json_atomic
 
 # Settings that change which images are drawn: a run folder must keep them.
 IMAGE_DEFINING = ("benchmark", "model", "images_per_prompt", "use_plan", "seed", "guidance_scale", "temperature",
-                  "top_k", "plan_temperature", "plan_top_p", "plan_max_tokens", "template", "image_prompt_format", "dtype")  # fmt: skip
+                  "top_k", "plan_temperature", "plan_top_p", "plan_max_tokens", "template", "image_prompt_format", "dtype",
+                  "planner")  # fmt: skip
 
 
 @dataclass
@@ -61,6 +62,8 @@ class GenerationSettings:
     template: str | None = None
     image_prompt_format: str = "{prompt}. {plan}"
     dtype: str = "float32"
+    planner: str | None = None
+    """A causal LM that writes the plans instead of the Janus model (the external-planner setting)."""
     device: str | None = None  # None: this process's accelerate device
     memory_budget_gb: float = 4.0
 
@@ -180,11 +183,18 @@ def _state():
 
 def build_pipeline(settings: GenerationSettings, device: str):
     from t2i_r1.pipeline import T2IR1Pipeline
+    from t2i_r1.planner import ExternalPlanner
     from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
 
+    planner = None
+    if settings.planner and settings.use_plan:
+        planner = ExternalPlanner.from_pretrained(
+            settings.planner, dtype=settings.dtype, device=device, reasoning_template=settings.template,
+            max_new_tokens=settings.plan_max_tokens, temperature=settings.plan_temperature,
+        )
     return T2IR1Pipeline.from_pretrained(
         settings.model, dtype=settings.dtype, device=device, reasoning_template=settings.template,
-        image_prompt_format=settings.image_prompt_format,
+        image_prompt_format=settings.image_prompt_format, planner=planner,
         plan_config=PlanSamplingConfig(settings.plan_max_tokens, settings.plan_temperature, settings.plan_top_p),
         image_config=ImageSamplingConfig(guidance_scale=settings.guidance_scale, temperature=settings.temperature,
                                          top_k=settings.top_k, memory_budget_gb=settings.memory_budget_gb),
