@@ -41,23 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-budget-gb", type=float, default=4.0, help="KV-cache budget per image chunk")
 
 
-def load_external_planner(args):
-    """``--planner`` as an ``ExternalPlanner`` sampling like the model would (--plan-* flags); None without it."""
-    if not getattr(args, "planner", None):
-        return None
-    if args.no_plan:
-        raise ValueError("--planner and --no-plan exclude each other")
-    from t2i_r1.planner import ExternalPlanner
-
-    return ExternalPlanner.from_pretrained(args.planner, dtype=args.dtype, device=args.device or "cpu",
-                                           reasoning_template=args.template, max_new_tokens=args.plan_max_tokens,
-                                           temperature=args.plan_temperature)
-
-
 def run(args: argparse.Namespace) -> list[dict]:
     from t2i_r1.data import load_prompt_file
-    from t2i_r1.pipeline import T2IR1Pipeline
-    from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
+    from t2i_r1.eval.runner import GenerationSettings, build_pipeline
 
     prompts = args.prompt if args.prompt else [r.prompt for r in load_prompt_file(args.prompts_file)]
     for i, p in enumerate(prompts):
@@ -65,15 +51,9 @@ def run(args: argparse.Namespace) -> list[dict]:
             raise ValueError(f"--prompt {i} is empty")
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
-    pipe = T2IR1Pipeline.from_pretrained(
-        args.model, dtype=args.dtype, device=args.device, reasoning_template=args.template,
-        image_prompt_format=args.image_prompt_format, planner=load_external_planner(args),
-        plan_config=PlanSamplingConfig(args.plan_max_tokens, args.plan_temperature, args.plan_top_p),
-        image_config=ImageSamplingConfig(
-            guidance_scale=args.guidance_scale, temperature=args.temperature, top_k=args.top_k,
-            memory_budget_gb=args.memory_budget_gb,
-        ),
-    )
+    if args.planner and args.no_plan:
+        raise ValueError("--planner and --no-plan exclude each other")
+    pipe = build_pipeline(GenerationSettings.from_args(args), args.device)
     out = Path(args.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     records, images, captions = [], [], []

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from t2i_r1.policy.janus import default_reasoning_template, load_template
+from t2i_r1.policy.janus import checkpoint_template, default_reasoning_template, load_template
 
 
 class ExternalPlanner:
@@ -32,10 +32,8 @@ class ExternalPlanner:
         saved beside the weights (as ShapeWorld planners and policies are), else the packaged one."""
         model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=getattr(torch, dtype)).to(device)
         tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
-        own = Path(path_or_id) / "reasoning.txt"
-        if reasoning_template is None and own.is_file():
-            reasoning_template = own
-        template = load_template(reasoning_template) if reasoning_template is not None else None
+        template = checkpoint_template(path_or_id, reasoning_template)
+        template = load_template(template) if template is not None else None
         return cls(model, tokenizer, template, **kwargs)
 
     def _prompt(self, prompt: str) -> str:

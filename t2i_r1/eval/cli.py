@@ -126,13 +126,7 @@ def run(args: argparse.Namespace) -> dict | None:
         raise ValueError("--model is required to generate images (or pass --score-only)")
     generation = None
     if not args.score_only:
-        generation = GenerationSettings(
-            model=args.model, use_plan=not args.no_plan, seed=args.seed, guidance_scale=args.guidance_scale,
-            temperature=args.temperature, top_k=args.top_k, plan_temperature=args.plan_temperature,
-            plan_top_p=args.plan_top_p, plan_max_tokens=args.plan_max_tokens, template=args.template,
-            image_prompt_format=args.image_prompt_format, dtype=args.dtype, device=args.device,
-            memory_budget_gb=args.memory_budget_gb, planner=args.planner,
-        )  # fmt: skip
+        generation = GenerationSettings.from_args(args)
     config = EvalConfig(
         benchmark=args.benchmark, out=Path(args.out), generation=generation, benchmark_options=benchmark_options(args),
         images_per_prompt=args.images_per_prompt, limit=args.limit, score=not args.generate_only,

@@ -64,6 +64,17 @@ class GenerationSettings:
     dtype: str = "float32"
     planner: str | None = None
     """A causal LM that writes the plans instead of the Janus model (the external-planner setting)."""
+
+    @classmethod
+    def from_args(cls, args) -> GenerationSettings:
+        """From the generation options ``t2i-r1 generate`` and ``t2i-r1 eval`` share."""
+        return cls(
+            model=args.model, use_plan=not args.no_plan, seed=args.seed, guidance_scale=args.guidance_scale,
+            temperature=args.temperature, top_k=args.top_k, plan_temperature=args.plan_temperature,
+            plan_top_p=args.plan_top_p, plan_max_tokens=args.plan_max_tokens, template=args.template,
+            image_prompt_format=args.image_prompt_format, dtype=args.dtype, device=args.device,
+            memory_budget_gb=args.memory_budget_gb, planner=args.planner,
+        )  # fmt: skip
     device: str | None = None  # None: this process's accelerate device
     memory_budget_gb: float = 4.0
 

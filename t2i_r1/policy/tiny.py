@@ -119,17 +119,32 @@ def build_tiny_janus(
         channel_multiplier=[1, 1, 2, 2], num_res_blocks=1, projection_dim=H, image_token_embed_dim=H,
         num_hidden_layers=2,
     )
+    return assemble_janus(tokenizer, text, vision, vq, seed=spec.seed)
+
+
+def assemble_janus(
+    tokenizer: PreTrainedTokenizerFast,
+    text: LlamaConfig,
+    vision: JanusVisionConfig,
+    vq: JanusVQVAEConfig,
+    *,
+    seed: int,
+    reasoning_template: str | None = None,
+) -> JanusPolicy:
+    """A randomly initialised (seeded) Janus from its three sub-configs, with a processor in our chat format
+    for images of ``vision.image_size`` px in ``vision.num_image_tokens`` tokens."""
     config = JanusConfig(
-        text_config=text, vision_config=vision, vq_config=vq, image_token_id=ids(IMAGE_TOKEN),
-        tie_word_embeddings=False,
+        text_config=text, vision_config=vision, vq_config=vq,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tie_word_embeddings=False,
     )
-    torch.manual_seed(spec.seed)
+    torch.manual_seed(seed)
     model = JanusForConditionalGeneration(config).eval()
+    side = vision.image_size
     processor = JanusProcessor(
-        image_processor=JanusImageProcessorPil(size={"height": 8 * side, "width": 8 * side}),
-        tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, num_image_tokens=spec.image_tokens,
+        image_processor=JanusImageProcessorPil(size={"height": side, "width": side}),
+        tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, num_image_tokens=vision.num_image_tokens,
     )
-    return JanusPolicy(model, processor)
+    return JanusPolicy(model, processor, reasoning_template=reasoning_template)
 
 
 def save_tiny_janus(directory: str | Path, spec: TinyJanusSpec | None = None) -> Path:

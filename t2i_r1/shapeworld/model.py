@@ -10,7 +10,7 @@ Choices:
 2. The model is the real ``JanusForConditionalGeneration``, sized for a CPU: a 4-layer, 128-wide
    language model, 64 image tokens (an 8 x 8 grid over a 64 px image), a 512-entry codebook.
 3. The reasoning instruction is ShapeWorld's own short one (``REASONING_TEMPLATE``), stored as
-   ``reasoning.txt`` in the checkpoint directory; ``load_policy`` passes it to ``JanusPolicy``.
+   ``reasoning.txt`` in the checkpoint directory, which ``JanusPolicy`` writes and reads back itself.
 4. VQ tokenising uses transformers' ``vqmodel.encode``. Its quantizer picks the nearest *raw*
    codebook vector while ``decode`` looks up *l2-normalised* ones; our pretraining stores a unit-norm
    codebook (see ``pretrain.py``), which makes the two agree (nearest unit vector = largest cosine).
@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-from transformers import JanusConfig, JanusForConditionalGeneration, JanusProcessor, LlamaConfig, PreTrainedTokenizerFast
+from transformers import LlamaConfig, PreTrainedTokenizerFast
 from transformers.models.janus.configuration_janus import JanusVisionConfig, JanusVQVAEConfig
-from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
-from t2i_r1.policy.janus import TEMPLATE_FILE, JanusPolicy  # TEMPLATE_FILE re-exported for ShapeWorld callers
-from t2i_r1.policy.tiny import BOI, BOS, CHAT_TEMPLATE, EOI, EOS, IMAGE_TOKEN, PAD, ROLE_TOKENS, janus_tokenizer
+from t2i_r1.policy.janus import JanusPolicy
+from t2i_r1.policy.tiny import BOI, BOS, EOI, EOS, IMAGE_TOKEN, PAD, ROLE_TOKENS, assemble_janus, janus_tokenizer
 from t2i_r1.shapeworld.evaluator import ShapeWorldEvaluator, summarize
 from t2i_r1.shapeworld.grammar import Prompt, check_plan, vocabulary
 
@@ -93,23 +92,7 @@ def build_model(spec: ShapeWorldModelSpec | None = None) -> JanusPolicy:
         channel_multiplier=[1, 1, 2, 2], num_res_blocks=1, projection_dim=H, image_token_embed_dim=H,
         num_hidden_layers=2,
     )
-    config = JanusConfig(
-        text_config=text, vision_config=vision, vq_config=vq, image_token_id=ids(IMAGE_TOKEN),
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(spec.seed)
-    model = JanusForConditionalGeneration(config).eval()
-    processor = JanusProcessor(
-        image_processor=JanusImageProcessorPil(size={"height": side, "width": side}),
-        tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, num_image_tokens=spec.grid**2,
-    )
-    return JanusPolicy(model, processor, reasoning_template=REASONING_TEMPLATE)
-
-
-def save_policy(policy: JanusPolicy, directory: str | Path) -> Path:
-    """Save model, processor and the reasoning template (``reasoning.txt``)."""
-    policy.save_pretrained(directory)
-    return Path(directory)
+    return assemble_janus(tokenizer, text, vision, vq, seed=spec.seed, reasoning_template=REASONING_TEMPLATE)
 
 
 def load_policy(path: str | Path = DEFAULT_ASSET, **kwargs) -> JanusPolicy:

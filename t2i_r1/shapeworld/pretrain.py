@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from t2i_r1.policy.janus import JanusPolicy
 from t2i_r1.shapeworld.evaluator import ShapeWorldEvaluator
 from t2i_r1.shapeworld.grammar import CATEGORIES, Example, LayoutError, sample_example, sample_prompt, split_of
-from t2i_r1.shapeworld.model import ShapeWorldModelSpec, build_model, encode_images, save_policy, to_pixels
+from t2i_r1.shapeworld.model import ShapeWorldModelSpec, build_model, encode_images, to_pixels
 from t2i_r1.shapeworld.world import render
 
 Log = Callable[[str], None]
@@ -390,7 +390,8 @@ def pretrain(
     if on_stage is not None:
         on_stage(policy, "lm", lm_summary["steps"])
     policy.model.to("cpu")
-    out = save_policy(policy, out)
+    out = Path(out)
+    policy.save_pretrained(out)  # weights, processor and reasoning.txt
     summary = {"spec": asdict(spec), "vq": asdict(vq), "lm": asdict(lm), "device": device, "vq_result": vq_summary,
                "lm_result": lm_summary, "seconds": time.time() - t0}
     (out / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")

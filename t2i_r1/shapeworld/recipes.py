@@ -171,7 +171,8 @@ def train_planner(
     """Train a planner, save it (model, tokenizer, ``reasoning.txt``) to ``out_dir`` for
     ``load_planner`` / ``ExternalPlanner.from_pretrained``; score it on ``eval_prompts`` (``check_plan``,
     one sampled plan each, temperature 1). Returns the summary also written to ``planner.json``."""
-    from t2i_r1.shapeworld.model import REASONING_TEMPLATE, TEMPLATE_FILE
+    from t2i_r1.policy.janus import TEMPLATE_FILE
+    from t2i_r1.shapeworld.model import REASONING_TEMPLATE
     from t2i_r1.shapeworld.pretrain import sample_examples
 
     t0 = time.time()
