@@ -17,6 +17,11 @@ Phase map (reference -> ours):
     update                 -> update + advantage   (the reference computes advantages in its update)
 
     python -m benchmarks.compare_step --rounds 3 -- --size medium --steps 3
+    python -m benchmarks.compare_step --rounds 3 --ours-args="--kernel-floor" -- --size medium --steps 3
+
+With ``--kernel-floor`` among our flags, each row also gets our kernel floor (seconds inside the
+matrix-product, attention and convolution kernels, see ``benchmarks/step.py``) and the ceiling
+reference / floor: the most any implementation doing our arithmetic could gain on that phase.
 """
 
 from __future__ import annotations
@@ -61,16 +66,29 @@ def phase_seconds(result: dict, names: tuple[str, ...]) -> float:
     return sum(result["phases"].get(n, 0.0) for n in names)
 
 
+def _with_floor(row: dict, reference_s: float, floors: list[float] | None) -> dict:
+    if floors:
+        f = statistics.median(floors)
+        row.update(kernel_floor_s=round(f, 4), ceiling=round(reference_s / f, 2) if f > 0 else None)
+    return row
+
+
 def summarise(reference: list[dict], ours: list[dict]) -> dict:
-    """Median over runs per side, per mapped phase and for the whole step; ratio = reference / ours."""
+    """Median over runs per side, per mapped phase and for the whole step; ratio = reference / ours.
+    Rows get ``kernel_floor_s`` and ``ceiling`` when our runs carry ``kernel_seconds``."""
+    profiled = all("kernel_seconds" in x for x in ours)
     rows = {}
     for row, (ref_names, our_names) in PHASES.items():
         r = statistics.median(phase_seconds(x, ref_names) for x in reference)
         o = statistics.median(phase_seconds(x, our_names) for x in ours)
-        rows[row] = {"reference_s": round(r, 4), "ours_s": round(o, 4), "ratio": round(r / o, 2) if o > 0 else None}
+        floors = [sum(x["kernel_seconds"].get(n, 0.0) for n in our_names) for x in ours] if profiled else None
+        rows[row] = _with_floor({"reference_s": round(r, 4), "ours_s": round(o, 4),
+                                 "ratio": round(r / o, 2) if o > 0 else None}, r, floors)
     r = statistics.median(x["sec_per_step_median"] for x in reference)
     o = statistics.median(x["sec_per_step_median"] for x in ours)
-    rows["whole step"] = {"reference_s": round(r, 4), "ours_s": round(o, 4), "ratio": round(r / o, 2)}
+    floors = [x["kernel_seconds_total"] for x in ours] if profiled else None
+    rows["whole step"] = _with_floor({"reference_s": round(r, 4), "ours_s": round(o, 4), "ratio": round(r / o, 2)},
+                                     r, floors)
     per_round = [round(a["sec_per_step_median"] / b["sec_per_step_median"], 2) for a, b in zip(reference, ours)]
     r_cpu = statistics.median(x["process_cpu_s"] for x in reference)
     o_cpu = statistics.median(x["process_cpu_s"] for x in ours)
@@ -86,14 +104,21 @@ def summarise(reference: list[dict], ours: list[dict]) -> dict:
 
 
 def markdown(summary: dict) -> str:
-    lines = ["| phase | reference s | ours s | reference / ours |", "|---|---|---|---|"]
+    profiled = any("ceiling" in v for v in summary["phases"].values())
+    extra = " our kernel floor s | ceiling: reference / floor |" if profiled else ""
+    lines = ["| phase | reference s | ours s | reference / ours |" + extra, "|---|---|---|---|" + "---|---|" * profiled]
+    times = lambda x: "n/a" if x is None else f"{x:.2f}x"
     for row, v in summary["phases"].items():
-        ratio = "n/a" if v["ratio"] is None else f"{v['ratio']:.2f}x"
         name = f"**{row}**" if row == "whole step" else row
-        lines.append(f"| {name} | {v['reference_s']:.3f} | {v['ours_s']:.3f} | {ratio} |")
+        line = f"| {name} | {v['reference_s']:.3f} | {v['ours_s']:.3f} | {times(v['ratio'])} |"
+        if "kernel_floor_s" in v:
+            line += f" {v['kernel_floor_s']:.3f} | {times(v['ceiling'])} |"
+        elif profiled:
+            line += " | |"
+        lines.append(line)
     rss = summary["peak_rss_mb"]
     lines.append(f"| peak RSS (MB) | {rss['reference']:.0f} | {rss['ours']:.0f} | "
-                 f"{rss['reference'] / rss['ours']:.2f}x |")
+                 f"{rss['reference'] / rss['ours']:.2f}x |" + " | |" * profiled)
     return "\n".join(lines)
 
 

@@ -10,6 +10,11 @@ the step itself is ``BiCoTGRPOTrainer.train_step``, unmodified. Prints one JSON 
 
 ``--image-logprob-mode conditional`` trains what the reference trains (half the image rows in the
 log-prob passes); our default, ``guided``, trains the distribution that was sampled.
+
+``--kernel-floor`` (CPU) profiles one more step and adds ``kernel_seconds``: per phase, the time spent
+inside the arithmetic kernels themselves (matrix products, attention, convolutions; their backward
+too). An implementation that keeps this arithmetic cannot take less, whatever it does about Python,
+masks, caches or elementwise work, so reference time / kernel floor bounds the speed-up still to be had.
 """
 
 from __future__ import annotations
@@ -49,9 +54,33 @@ class CountingTimer(PhaseTimer):
     @contextmanager
     def __call__(self, name):
         previous, CountingTimer.current = CountingTimer.current, name
-        with super().__call__(name):
+        with super().__call__(name), torch.profiler.record_function(PHASE_PREFIX + name):
             yield
         CountingTimer.current = previous
+
+
+PHASE_PREFIX = "phase/"
+KERNEL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm"}
+KERNEL_MARKERS = ("scaled_dot_product", "flash_attention", "mkldnn_convolution", "slow_conv", "convolution_backward")
+
+
+def is_kernel(op: str) -> bool:
+    """Aten ops that are the arithmetic itself (their self time is the kernel's), not glue around it."""
+    return op in KERNEL_OPS or any(marker in op for marker in KERNEL_MARKERS)
+
+
+def kernel_seconds(events) -> dict[str, float]:
+    """Self CPU time of the kernel ops in profiler ``events``, summed per enclosing timer phase."""
+    out: dict[str, float] = defaultdict(float)
+    for event in events:
+        if not is_kernel(event.name):
+            continue
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith(PHASE_PREFIX):
+            parent = parent.cpu_parent
+        phase = parent.name[len(PHASE_PREFIX):] if parent is not None else "other"
+        out[phase] += event.self_cpu_time_total / 1e6
+    return dict(out)
 
 
 def count_passes(model: torch.nn.Module, suffix: str = ""):
@@ -78,9 +107,13 @@ def main() -> None:
     p.add_argument("--micro-batch", type=int, default=None,
                    help="samples per forward/backward in the update (default G: one pass, as the reference); "
                         "smaller lowers the activation peak, same gradient")
+    p.add_argument("--kernel-floor", action="store_true",
+                   help="profile one more step: seconds inside arithmetic kernels per phase (CPU only)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     a = p.parse_args()
+    if a.kernel_floor and a.device != "cpu":
+        p.error("--kernel-floor reads CPU profiler times; use it with --device cpu")
     for k, v in SIZES[a.size].items():
         if getattr(a, k, None) is None or k in ("vocab", "codebook"):
             setattr(a, k, v)
@@ -127,6 +160,12 @@ def main() -> None:
                 phases[k[5:]].append(v)
         for k, v in CountingTimer.passes.items():
             passes[k].append(v)
+    peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # before the profiler's own
+    floor = None
+    if a.kernel_floor:  # after the timed steps, so the profiler's overhead never reaches their times
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            trainer.train_step(prompts)
+        floor = {k: round(v, 4) for k, v in sorted(kernel_seconds(prof.events()).items())}
     by_phase = {k: statistics.mean(v) for k, v in passes.items()}
     out = {
         "impl": "t2i-r1", "size": a.size, "G": a.G, "image_tokens": a.image_tokens, "hidden": a.hidden,
@@ -134,13 +173,16 @@ def main() -> None:
         "image_logprob_mode": a.image_logprob_mode, "micro_batch": a.micro_batch or a.G,
         "sec_per_step_median": round(statistics.median(totals), 4),
         "phases": {k: round(statistics.median(v), 4) for k, v in phases.items()},
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb,
         "lm_passes_per_step": sum(by_phase.values()), "lm_passes_by_phase": by_phase,
         "cot_len_mean": round(statistics.mean(plan_lens), 2), "prompt_tokens": prompt_tokens,
         "loss_per_step": losses,
         "trainable_params": sum(q.numel() for q in policy.model.parameters() if q.requires_grad),
         "wall_total_s": round(time.perf_counter() - t_start, 2),
     }
+    if floor is not None:
+        out["kernel_seconds"] = floor
+        out["kernel_seconds_total"] = round(sum(floor.values()), 4)
     if a.device != "cpu":
         out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     print(json.dumps(out))

@@ -254,3 +254,41 @@ def test_compare_step_summary_maps_phases():
     assert s["whole step"]["ratio"] == round(10.3 / 4.8, 2)  # 2.15
     assert s["whole step"]["reference_s"] == 20.6  # median of 10.3, 30.9, 20.6
     assert s["process CPU s (whole run)"]["ratio"] == 2.0  # 80 / 40
+    assert "ceiling" not in s["whole step"]  # unprofiled runs: no floor columns
+    assert "floor" not in compare.markdown(compare.summarise([ref(1)], [ours(1)]))
+
+    # profiled runs: the floor of a row sums our mapped phases; ceiling = reference / floor
+    profiled = []
+    for scale in (1, 3, 2):
+        run = ours(scale)
+        run["kernel_seconds"] = {"image_sampling": 1.5 * scale, "logprob": 0.2 * scale, "reference_logprob": 0.3 * scale}
+        run["kernel_seconds_total"] = 2.4 * scale
+        profiled.append(run)
+    s = compare.summarise([ref(1), ref(3), ref(2)], profiled)["phases"]
+    assert s["image sampling"]["kernel_floor_s"] == 3.0 and s["image sampling"]["ceiling"] == 4.0  # 12 / 3
+    assert s["log-probs (policy + reference)"]["ceiling"] == 4.0  # 4 / (0.4 + 0.6)
+    assert s["whole step"]["ceiling"] == round(20.6 / 4.8, 2)
+    assert s["decode"]["ceiling"] is None  # no kernel time recorded for it: no bound
+    table = compare.markdown(compare.summarise([ref(1)], profiled[:1]))
+    assert "ceiling" in table and "| 1.500 | 4.00x |" in table
+
+
+def test_kernel_floor_attributes_kernel_time_to_phases():
+    """benchmarks/step.py --kernel-floor: profiler kernel time is summed per timer phase, and only kernels count."""
+    from benchmarks.step import CountingTimer, is_kernel, kernel_seconds
+
+    assert is_kernel("aten::mm") and is_kernel("aten::_scaled_dot_product_flash_attention_for_cpu")
+    assert not is_kernel("aten::add") and not is_kernel("aten::matmul")  # glue, or a wrapper of mm
+    timer = CountingTimer()
+    a, b = torch.randn(64, 64), torch.randn(64, 64)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        with timer("first"):
+            for _ in range(3):
+                a @ b
+        with timer("second"):
+            (a + b).sum()
+    floor = kernel_seconds(prof.events())
+    assert set(floor) == {"first"}  # "second" ran no kernel
+    mm_events = [e for e in prof.events() if e.name == "aten::mm"]
+    assert len(mm_events) == 3
+    assert floor["first"] == pytest.approx(sum(e.self_cpu_time_total for e in mm_events) / 1e6)
