@@ -8,6 +8,10 @@ that way); the others plan first. Diversity: images for one simple prompt, base 
 measured as the mean pairwise pixel distance and the share of distinct detected layouts.
 
     python -m benchmarks.shapeworld_ablation --seeds 3 --minutes 6     # about 1 hour on 2 cores
+    python -m benchmarks.shapeworld_ablation --seeds 3 --jobs 2 --threads 1   # two runs at a time
+
+``--jobs N`` trains N (mode, seed) runs at once in separate processes (``--threads`` each); the
+numbers do not depend on it.
 
 Not run by the tests.
 """
@@ -15,7 +19,9 @@ Not run by the tests.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import itertools
+import multiprocessing
 import json
 import statistics
 import time
@@ -40,49 +46,83 @@ def diversity(images: list[np.ndarray], prompt) -> dict[str, float]:
     return {"pixel_distance": float(np.mean(pairs)), "distinct_layouts": len(layouts) / len(images)}
 
 
+def _held_out(args):
+    from t2i_r1.shapeworld.grammar import prompt_set
+
+    return prompt_set("heldout", args.per_category, seed=0), prompt_set("heldout", 1, seed=0, categories=("color",))[0]
+
+
+def score(policy, args, use_plan: bool, seed: int) -> dict[str, float]:
+    from t2i_r1.shapeworld.model import evaluate_policy
+
+    held, _ = _held_out(args)
+    return evaluate_policy(policy, held, use_plan=use_plan, samples=args.samples, seed=seed + 1,
+                           guidance_scale=args.guidance).table()
+
+
+def diverse(policy, args, use_plan: bool) -> dict[str, float]:
+    from t2i_r1.shapeworld.model import evaluate_policy
+
+    _, simple = _held_out(args)
+    r = evaluate_policy(policy, [simple], use_plan=use_plan, samples=args.diversity_samples, seed=99,
+                        guidance_scale=args.guidance)
+    return diversity(r.images, simple)
+
+
+def train_and_score(args: argparse.Namespace, mode: str, seed: int) -> dict:
+    """One trained row entry: BiCoT-GRPO in ``mode`` from the checkpoint, then the held-out table (and the
+    diversity of the last seed's model)."""
+    from t2i_r1.shapeworld.demo import run_grpo
+    from t2i_r1.shapeworld.model import load_policy
+
+    torch.set_num_threads(args.threads)
+    policy = load_policy(args.model_dir)
+    run_args = argparse.Namespace(**{**vars(args), "mode": mode, "seed": seed,
+                                     "out": str(Path(args.out) / f"{mode}-seed{seed}")})  # one log per run
+    training = run_grpo(policy, args.model_dir, run_args, log=lambda s: None)
+    out = {"mode": mode, "seed": seed, "steps": training["steps"], "table": score(policy, args, mode != "token", seed)}
+    if seed == args.seeds - 1:
+        out["diversity"] = diverse(policy, args, mode != "token")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     from t2i_r1.shapeworld.demo import add_arguments as demo_arguments
-    from t2i_r1.shapeworld.demo import run_grpo
-    from t2i_r1.shapeworld.grammar import prompt_set
-    from t2i_r1.shapeworld.model import DEFAULT_ASSET, evaluate_policy, load_policy
+    from t2i_r1.shapeworld.model import DEFAULT_ASSET, load_policy
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo_arguments(parser)  # same training knobs as the demo (--steps, --minutes, --lr, --group, ...)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=1, help="training runs at once, each in its own process")
     parser.add_argument("--diversity-samples", type=int, default=16)
     parser.add_argument("--json", default=None, help="also write all numbers here")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
     torch.set_num_threads(args.threads)
-    model_dir = str(args.model or DEFAULT_ASSET)
-    held = prompt_set("heldout", args.per_category, seed=0)
-    simple = prompt_set("heldout", 1, seed=0, categories=("color",))[0]
+    args.model_dir = str(args.model or DEFAULT_ASSET)
+    held, simple = _held_out(args)
     t0 = time.time()
 
-    def score(policy, use_plan: bool, seed: int) -> dict[str, float]:
-        return evaluate_policy(policy, held, use_plan=use_plan, samples=args.samples, seed=seed + 1,
-                               guidance_scale=args.guidance).table()
-
-    def diverse(policy, use_plan: bool) -> dict[str, float]:
-        r = evaluate_policy(policy, [simple], use_plan=use_plan, samples=args.diversity_samples, seed=99,
-                            guidance_scale=args.guidance)
-        return diversity(r.images, simple)
-
-    base = load_policy(model_dir)
+    base = load_policy(args.model_dir)
     rows: dict[str, list[dict[str, float]]] = {
-        "base (plan)": [score(base, True, s) for s in range(args.seeds)],
-        "base (no plan)": [score(base, False, s) for s in range(args.seeds)],
+        "base (plan)": [score(base, args, True, s) for s in range(args.seeds)],
+        "base (no plan)": [score(base, args, False, s) for s in range(args.seeds)],
     }
-    div = {"base (plan)": diverse(base, True), "base (no plan)": diverse(base, False)}
-    for mode in MODES:
-        rows[mode] = []
-        for seed in range(args.seeds):
-            policy = load_policy(model_dir)
-            run_args = argparse.Namespace(**{**vars(args), "mode": mode, "seed": seed})
-            training = run_grpo(policy, model_dir, run_args, log=lambda s: None)
-            rows[mode].append(score(policy, mode != "token", seed))
-            print(f"{mode} seed {seed}: {training['steps']} steps, overall {100 * rows[mode][-1]['overall']:.1f}% "
+    div = {"base (plan)": diverse(base, args, True), "base (no plan)": diverse(base, args, False)}
+    runs = [(mode, seed) for mode in MODES for seed in range(args.seeds)]
+    results = []
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(train_and_score, args, mode, seed) for mode, seed in runs]
+        for future in concurrent.futures.as_completed(futures):
+            r = future.result()
+            results.append(r)
+            print(f"{r['mode']} seed {r['seed']}: {r['steps']} steps, overall {100 * r['table']['overall']:.1f}% "
                   f"({time.time() - t0:.0f}s)", flush=True)
-        div[mode] = diverse(policy, mode != "token")  # the last seed's model
+    for mode in MODES:
+        mine = sorted((r for r in results if r["mode"] == mode), key=lambda r: r["seed"])
+        rows[mode] = [r["table"] for r in mine]
+        div[mode] = mine[-1]["diversity"]  # the last seed's model
 
     categories = list(rows["base (plan)"][0])
     print(f"\nHeld-out success rate (%), mean +- std over {args.seeds} seeds; {len(held)} prompts x {args.samples} images")
