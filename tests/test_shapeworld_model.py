@@ -187,3 +187,24 @@ def test_demo_lora_and_iterations_flags_reach_the_trainer(tmp_path):
     assert compared == len(base)
     # lora_B starts at zero; two optimisation passes over the batch move it.
     assert any(p.abs().sum() > 0 for n, p in policy.model.named_parameters() if "lora_B" in n)
+
+
+@needs_asset
+def test_demo_end_to_end_writes_tables_and_grids(tmp_path):
+    """``t2i-r1 demo`` on a tiny budget: before/after tables, grids and results.json; the "before" table is
+    the base model scored on the ``--eval-seed`` held-out sample, independently of the training seed."""
+    import json
+
+    from t2i_r1.shapeworld.demo import main
+
+    main(["--steps", "1", "--per-category", "1", "--samples", "1", "--prompts-per-step", "1", "--group", "2",
+          "--seed", "5", "--eval-seed", "3", "--threads", "1", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["training"]["steps"] == 1
+    tables = results["tables"]
+    assert set(tables) == {"before", "after", "change"}
+    assert tables["change"]["overall"] == pytest.approx(tables["after"]["overall"] - tables["before"]["overall"])
+    assert (tmp_path / "before.png").is_file() and (tmp_path / "after.png").is_file()
+    held = prompt_set("heldout", 1, seed=3)
+    base = evaluate_policy(load_policy(DEFAULT_ASSET), held, use_plan=True, samples=1, seed=4, guidance_scale=3.0)
+    assert tables["before"] == pytest.approx(base.table())

@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=1,
                         help="optimisation passes per batch of rollouts (GRPO's mu; > 1 uses the clipped ratio)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-seed", type=int, default=None,
+                        help="held-out sample and its sampling seed (default: --seed); fix it to compare training seeds")
     parser.add_argument("--threads", type=int, default=2)
 
 
@@ -126,9 +128,10 @@ def run(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model_dir = str(args.model or DEFAULT_ASSET)
     policy = load_policy(model_dir)
-    held = prompt_set("heldout", args.per_category, seed=args.seed)
+    eval_seed = args.seed if args.eval_seed is None else args.eval_seed
+    held = prompt_set("heldout", args.per_category, seed=eval_seed)
     evaluate = lambda: evaluate_policy(policy, held, use_plan=args.mode != "token", samples=args.samples,
-                                       seed=args.seed + 1, guidance_scale=args.guidance)
+                                       seed=eval_seed + 1, guidance_scale=args.guidance)
     before = evaluate()
     print(f"before: overall {100 * before.table()['overall']:.1f}% on {len(held)} held-out prompts x {args.samples} "
           f"({time.time() - t0:.0f}s)", flush=True)
