@@ -72,8 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pl.add_argument("--threads", type=int, default=2)
 
 
-def print_table(tables: dict[str, dict[str, float]], file=sys.stdout) -> None:
-    """Rows = categories (then overall), one column per table."""
+def print_table(tables: dict[str, dict[str, float]], file=None) -> None:
+    """Rows = categories (then overall), one column per table; ``file`` defaults to the *current*
+    ``sys.stdout`` (not the one at import time, which a redirection may since have closed)."""
+    file = file or sys.stdout
     names = list(tables)
     rows = [r for r in next(iter(tables.values())) if r != "overall"] + ["overall"]
     print(f"{'category':<11}" + "".join(f"{n:>14}" for n in names), file=file)
