@@ -273,7 +273,9 @@ from t2i_r1.eval.runner import EvalConfig, GenerationSettings, run_eval
 bench = ToyBenchmark()
 run_eval(EvalConfig("toy", {out!r}, GenerationSettings(model={model!r}, plan_max_tokens=8)), benchmark=bench)
 from accelerate import PartialState
-print("RANK", PartialState().process_index, PartialState().num_processes, json.dumps(bench.scored))
+state = PartialState()
+with open({ranks!r} + f"/rank{{state.process_index}}.json", "w") as f:  # a file each: stdout of 2 ranks interleaves
+    json.dump({{"rank": state.process_index, "processes": state.num_processes, "scored": bench.scored}}, f)
 """
 
 
@@ -285,17 +287,19 @@ def test_two_processes_share_the_work_and_match_one(tmp_path, tiny_checkpoint, s
 
     script = tmp_path / "sharded.py"
     tests = str(Path(__file__).parent)
-    script.write_text(SHARDED_SCRIPT.format(tests=tests, out=str(tmp_path / "two"), model=str(tiny_checkpoint)))
+    (tmp_path / "ranks").mkdir()
+    script.write_text(SHARDED_SCRIPT.format(tests=tests, out=str(tmp_path / "two"), model=str(tiny_checkpoint),
+                                            ranks=str(tmp_path / "ranks")))
     # CPU processes (gloo) even on a GPU machine: two NCCL ranks cannot share one GPU.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
                           capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    ranks = sorted(line.split(" ", 3)[1:] for line in done.stdout.splitlines() if line.startswith("RANK"))
+    ranks = [json.loads(p.read_text()) for p in sorted((tmp_path / "ranks").glob("rank*.json"))]
     # Each of the two processes scored its own half of the four prompts.
-    assert [(r, n) for r, n, _ in ranks] == [("0", "2"), ("1", "2")]
-    assert sorted(sum((json.loads(s) for _, _, s in ranks), [])) == ["p0", "p1", "p2", "p3"]
-    assert all(json.loads(s) for _, _, s in ranks)
+    assert [(r["rank"], r["processes"]) for r in ranks] == [(0, 2), (1, 2)]
+    assert sorted(sum((r["scored"] for r in ranks), [])) == ["p0", "p1", "p2", "p3"]
+    assert all(r["scored"] for r in ranks)
     # The same images and numbers as one process.
     one = run_eval(EvalConfig("toy", tmp_path / "one", settings), benchmark=ToyBenchmark(), pipeline=pipeline)
     two = json.loads((tmp_path / "two" / "results.json").read_text())
