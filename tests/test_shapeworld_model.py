@@ -208,3 +208,18 @@ def test_demo_end_to_end_writes_tables_and_grids(tmp_path):
     held = prompt_set("heldout", 1, seed=3)
     base = evaluate_policy(load_policy(DEFAULT_ASSET), held, use_plan=True, samples=1, seed=4, guidance_scale=3.0)
     assert tables["before"] == pytest.approx(base.table())
+
+
+@needs_asset
+def test_demo_log_shows_the_kl_of_each_part_when_beta_is_set(tmp_path):
+    import argparse
+
+    from t2i_r1.shapeworld.demo import add_arguments, run_grpo
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    lines = []
+    args = parser.parse_args(["--steps", "1", "--prompts-per-step", "1", "--group", "2", "--beta", "0.01",
+                              "--out", str(tmp_path)])
+    run_grpo(load_policy(DEFAULT_ASSET), str(DEFAULT_ASSET), args, log=lines.append)
+    assert "plan/kl 0.0000" in lines[0] and "image/kl 0.0000" in lines[0]  # segment-weighted: one per part

@@ -55,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2)
 
 
+KL_STATS = ("kl_mean", "plan/kl_mean", "image/kl_mean")
+"""The trainer's KL statistics: one for the token mean, one per part for the segment-weighted loss."""
+
+
 def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print) -> dict:
     """BiCoT-GRPO on ShapeWorld training prompts with the evaluator as reward; trains ``policy`` in place."""
     from t2i_r1.data import PromptRecord
@@ -89,7 +93,8 @@ def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print) -> dic
         s = result.stats
         history.append({"step": result.step, "reward": s["reward/total"], "seconds": round(time.time() - start, 1)})
         if result.step % 5 == 0 or result.step == 1:
-            log(f"step {result.step:4d}  reward {s['reward/total']:.3f}  kl {s.get('kl', float('nan')):.4f}  "
+            kl = "".join(f"  {key.replace('kl_mean', 'kl')} {s[key]:.4f}" for key in KL_STATS if key in s) if args.beta else ""
+            log(f"step {result.step:4d}  reward {s['reward/total']:.3f}{kl}  "
                 f"plan length {s.get('plan/length', float('nan')):.1f}  ({time.time() - start:.0f}s)")
     policy.model.eval()
     return {"steps": trainer.step, "seconds": time.time() - start, "history": history}
