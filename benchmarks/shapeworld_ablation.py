@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import itertools
-import multiprocessing
 import json
+import multiprocessing
 import statistics
 import time
 from pathlib import Path
@@ -46,24 +46,23 @@ def diversity(images: list[np.ndarray], prompt) -> dict[str, float]:
     return {"pixel_distance": float(np.mean(pairs)), "distinct_layouts": len(layouts) / len(images)}
 
 
-def _held_out(args):
+def held_out(args):
+    """The held-out prompts every row is scored on, and the simple prompt of the diversity figure."""
     from t2i_r1.shapeworld.grammar import prompt_set
 
     return prompt_set("heldout", args.per_category, seed=0), prompt_set("heldout", 1, seed=0, categories=("color",))[0]
 
 
-def score(policy, args, use_plan: bool, seed: int) -> dict[str, float]:
+def score(policy, held, args, use_plan: bool, seed: int) -> dict[str, float]:
     from t2i_r1.shapeworld.model import evaluate_policy
 
-    held, _ = _held_out(args)
     return evaluate_policy(policy, held, use_plan=use_plan, samples=args.samples, seed=seed + 1,
                            guidance_scale=args.guidance).table()
 
 
-def diverse(policy, args, use_plan: bool) -> dict[str, float]:
+def diverse(policy, simple, args, use_plan: bool) -> dict[str, float]:
     from t2i_r1.shapeworld.model import evaluate_policy
 
-    _, simple = _held_out(args)
     r = evaluate_policy(policy, [simple], use_plan=use_plan, samples=args.diversity_samples, seed=99,
                         guidance_scale=args.guidance)
     return diversity(r.images, simple)
@@ -76,13 +75,15 @@ def train_and_score(args: argparse.Namespace, mode: str, seed: int) -> dict:
     from t2i_r1.shapeworld.model import load_policy
 
     torch.set_num_threads(args.threads)
+    held, simple = held_out(args)
     policy = load_policy(args.model_dir)
     run_args = argparse.Namespace(**{**vars(args), "mode": mode, "seed": seed,
                                      "out": str(Path(args.out) / f"{mode}-seed{seed}")})  # one log per run
     training = run_grpo(policy, args.model_dir, run_args, log=lambda s: None)
-    out = {"mode": mode, "seed": seed, "steps": training["steps"], "table": score(policy, args, mode != "token", seed)}
+    out = {"mode": mode, "seed": seed, "steps": training["steps"],
+           "table": score(policy, held, args, mode != "token", seed)}
     if seed == args.seeds - 1:
-        out["diversity"] = diverse(policy, args, mode != "token")
+        out["diversity"] = diverse(policy, simple, args, mode != "token")
     return out
 
 
@@ -101,15 +102,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--jobs must be >= 1")
     torch.set_num_threads(args.threads)
     args.model_dir = str(args.model or DEFAULT_ASSET)
-    held, simple = _held_out(args)
+    held, simple = held_out(args)
     t0 = time.time()
 
     base = load_policy(args.model_dir)
     rows: dict[str, list[dict[str, float]]] = {
-        "base (plan)": [score(base, args, True, s) for s in range(args.seeds)],
-        "base (no plan)": [score(base, args, False, s) for s in range(args.seeds)],
+        "base (plan)": [score(base, held, args, True, s) for s in range(args.seeds)],
+        "base (no plan)": [score(base, held, args, False, s) for s in range(args.seeds)],
     }
-    div = {"base (plan)": diverse(base, args, True), "base (no plan)": diverse(base, args, False)}
+    div = {"base (plan)": diverse(base, simple, args, True), "base (no plan)": diverse(base, simple, args, False)}
     runs = [(mode, seed) for mode in MODES for seed in range(args.seeds)]
     results = []
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from t2i_r1.policy.janus import checkpoint_template, default_reasoning_template, load_template
+from t2i_r1.policy.janus import checkpoint_template, default_reasoning_template
 
 
 class ExternalPlanner:
@@ -32,9 +32,7 @@ class ExternalPlanner:
         saved beside the weights (as ShapeWorld planners and policies are), else the packaged one."""
         model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=getattr(torch, dtype)).to(device)
         tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
-        template = checkpoint_template(path_or_id, reasoning_template)
-        template = load_template(template) if template is not None else None
-        return cls(model, tokenizer, template, **kwargs)
+        return cls(model, tokenizer, checkpoint_template(path_or_id, reasoning_template), **kwargs)
 
     def _prompt(self, prompt: str) -> str:
         text = self.template.replace("{prompt}", prompt.strip())

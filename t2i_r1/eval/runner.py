@@ -64,6 +64,8 @@ class GenerationSettings:
     dtype: str = "float32"
     planner: str | None = None
     """A causal LM that writes the plans instead of the Janus model (the external-planner setting)."""
+    device: str | None = None  # None: this process's accelerate device
+    memory_budget_gb: float = 4.0
 
     @classmethod
     def from_args(cls, args) -> GenerationSettings:
@@ -75,8 +77,6 @@ class GenerationSettings:
             image_prompt_format=args.image_prompt_format, dtype=args.dtype, device=args.device,
             memory_budget_gb=args.memory_budget_gb, planner=args.planner,
         )  # fmt: skip
-    device: str | None = None  # None: this process's accelerate device
-    memory_budget_gb: float = 4.0
 
 
 @dataclass

@@ -40,11 +40,13 @@ def default_reasoning_template() -> str:
     return resources.files("t2i_r1").joinpath("templates/reasoning.txt").read_text(encoding="utf-8")
 
 
-def checkpoint_template(path_or_id: str | Path, given: str | Path | None = None) -> str | Path | None:
-    """The instruction file to use for a checkpoint: ``given``, else its own ``reasoning.txt`` (written by
-    ``JanusPolicy.save_pretrained`` and the ShapeWorld planner), else None (the packaged one)."""
+def checkpoint_template(path_or_id: str | Path, given: str | Path | None = None) -> str | None:
+    """The instruction text for a checkpoint: from the file ``given``, else from its own ``reasoning.txt``
+    (written by ``JanusPolicy.save_pretrained`` and the ShapeWorld planner), else None (the packaged one)."""
     own = Path(path_or_id) / TEMPLATE_FILE
-    return given if given is not None or not own.is_file() else own
+    if given is None and own.is_file():
+        given = own
+    return None if given is None else load_template(given)
 
 
 def load_template(path: str | Path | None) -> str:
@@ -148,8 +150,7 @@ class JanusPolicy:
         model = JanusForConditionalGeneration.from_pretrained(path_or_id, **kwargs).to(device)
         model.eval()
         processor = AutoProcessor.from_pretrained(path_or_id)
-        template = checkpoint_template(path_or_id, reasoning_template)
-        return cls(model, processor, load_template(template) if template is not None else None, image_prompt_format)
+        return cls(model, processor, checkpoint_template(path_or_id, reasoning_template), image_prompt_format)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Model, processor and the reasoning instruction (``reasoning.txt``)."""
