@@ -160,6 +160,33 @@ def test_bicot_grpo_runs_on_the_committed_model(tmp_path):
 
 
 @needs_asset
+def test_demo_reward_and_train_prompts_flags_reach_the_trainer(tmp_path, monkeypatch):
+    import argparse
+
+    from t2i_r1.shapeworld import evaluator
+    from t2i_r1.shapeworld.demo import add_arguments, run_grpo
+
+    scored = []
+
+    def exact(prompt, image, metadata):
+        scored.append(prompt)
+        return 1.0
+
+    monkeypatch.setattr(evaluator, "reward", exact)  # --reward exact looks the function up at run time
+    policy = load_policy(DEFAULT_ASSET)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--steps", "3", "--prompts-per-step", "3", "--group", "2", "--out", str(tmp_path),
+                              "--reward", "exact", "--train-prompts", "1"])
+    training = run_grpo(policy, str(DEFAULT_ASSET), args, log=lambda s: None)
+    assert [h["reward"] for h in training["history"]] == [1.0, 1.0, 1.0]
+    assert len(scored) == 3 * 3 * 2
+    # One prompt per category: 9 draws from the demo's 7 training prompts for seed 0.
+    allowed = {p.text for p in prompt_set("train", 1, seed=100)}
+    assert set(scored) <= allowed and len(set(scored)) == len(allowed)
+
+
+@needs_asset
 def test_demo_lora_and_iterations_flags_reach_the_trainer(tmp_path):
     import argparse
 
@@ -191,8 +218,9 @@ def test_demo_lora_and_iterations_flags_reach_the_trainer(tmp_path):
 
 @needs_asset
 def test_demo_end_to_end_writes_tables_and_grids(tmp_path):
-    """``t2i-r1 demo`` on a tiny budget: before/after tables, grids and results.json; the "before" table is
-    the base model scored on the ``--eval-seed`` held-out sample, independently of the training seed."""
+    """``t2i-r1 demo`` on a tiny budget: before/after tables, grids, results.json and the trained checkpoint;
+    the "before" table is the base model scored on the ``--eval-seed`` held-out sample, independently of the
+    training seed."""
     import json
 
     from t2i_r1.shapeworld.demo import main
@@ -206,8 +234,13 @@ def test_demo_end_to_end_writes_tables_and_grids(tmp_path):
     assert tables["change"]["overall"] == pytest.approx(tables["after"]["overall"] - tables["before"]["overall"])
     assert (tmp_path / "before.png").is_file() and (tmp_path / "after.png").is_file()
     held = prompt_set("heldout", 1, seed=3)
-    base = evaluate_policy(load_policy(DEFAULT_ASSET), held, use_plan=True, samples=1, seed=4, guidance_scale=3.0)
+    base_policy = load_policy(DEFAULT_ASSET)
+    base = evaluate_policy(base_policy, held, use_plan=True, samples=1, seed=4, guidance_scale=3.0)
     assert tables["before"] == pytest.approx(base.table())
+    trained = load_policy(tmp_path / "model")  # the saved checkpoint is the model the "after" table scored
+    assert trained.reasoning_template == base_policy.reasoning_template
+    after = evaluate_policy(trained, held, use_plan=True, samples=1, seed=4, guidance_scale=3.0)
+    assert tables["after"] == pytest.approx(after.table())
 
 
 @needs_asset

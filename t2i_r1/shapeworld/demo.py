@@ -3,7 +3,7 @@
 Steps: load the committed checkpoint (``t2i_r1/assets/shapeworld``); score it on held-out prompts
 (own plans, exact evaluator); run BiCoT-GRPO on training prompts with the evaluator's partial credit
 as the only reward; score again with the same prompts and seeds; print a per-category before/after
-table and save image grids (plan under each image) and the numbers to ``--out``.
+table and save image grids (plan under each image), the numbers and the trained checkpoint to ``--out``.
 
 Choices, and how they differ from the paper:
 1. The reward is ShapeWorld's exact evaluator (``partial_reward``: share of checks passed, denser than
@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=2, help="images per held-out prompt")
     parser.add_argument("--prompts-per-step", type=int, default=2)
     parser.add_argument("--group", type=int, default=8, help="plans (images) per prompt: the GRPO group")
+    parser.add_argument("--train-prompts", type=int, default=60, help="distinct training prompts per category")
+    parser.add_argument("--reward", default="partial", choices=sorted(REWARDS),
+                        help="partial: share of the evaluator's checks passed; exact: 1 if all pass (the score reported)")
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--beta", type=float, default=0.0, help="KL weight (paper: 0.01; 0 skips the reference passes, a third of a step here)")
     parser.add_argument("--guidance", type=float, default=3.0)
@@ -55,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2)
 
 
+REWARDS = {"partial": "partial_reward", "exact": "reward"}
+"""``--reward`` choices -> function of ``t2i_r1.shapeworld.evaluator``."""
+
 KL_STATS = ("kl_mean", "plan/kl_mean", "image/kl_mean")
 """The trainer's KL statistics: one for the token mean, one per part for the segment-weighted loss."""
 
@@ -64,12 +70,12 @@ def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print) -> dic
     from t2i_r1.data import PromptRecord
     from t2i_r1.rewards.programmatic import ProgrammaticReward
     from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
-    from t2i_r1.shapeworld.evaluator import partial_reward
+    from t2i_r1.shapeworld import evaluator
     from t2i_r1.shapeworld.grammar import prompt_set
     from t2i_r1.train.config import GRPOConfig, LoraSettings, ModelConfig, OptimConfig, RewardSpec, RolloutConfig, TrainConfig
     from t2i_r1.train.trainer import BiCoTGRPOTrainer
 
-    train_prompts = prompt_set("train", 60, seed=args.seed + 100)
+    train_prompts = prompt_set("train", args.train_prompts, seed=args.seed + 100)
     records = [PromptRecord(p.text, p.metadata()) for p in train_prompts]
     config = TrainConfig(
         model=ModelConfig(path=model_dir, lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r) if args.lora_r else None),
@@ -86,7 +92,7 @@ def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print) -> dic
         steps=args.steps, prompts_per_step=args.prompts_per_step, micro_batch_size=args.prompts_per_step * args.group,
         seed=args.seed, save_every=0, resume=False, image_log_every=0,
     )
-    trainer = BiCoTGRPOTrainer(config, policy=policy, rewards={"shapeworld": ProgrammaticReward(partial_reward, name="shapeworld")}, prompts=records)
+    trainer = BiCoTGRPOTrainer(config, policy=policy, rewards={"shapeworld": ProgrammaticReward(getattr(evaluator, REWARDS[args.reward]), name="shapeworld")}, prompts=records)
     start, history = time.time(), []
     while trainer.step < args.steps and time.time() - start < args.minutes * 60:
         result = trainer.train_step(trainer.prompts_for_step(trainer.step))
@@ -144,12 +150,13 @@ def run(args: argparse.Namespace) -> None:
     training = run_grpo(policy, model_dir, args, log=lambda s: print(s, flush=True))
     after = evaluate()
     save_grid(after, out / "after.png")
+    policy.save_pretrained(out / "model")  # the trained checkpoint: t2i-r1 shapeworld eval --model it
     tables = {"before": before.table(), "after": after.table()}
     tables["change"] = {k: tables["after"][k] - tables["before"][k] for k in tables["before"]}
     print(f"\nBiCoT-GRPO ({args.mode}), {training['steps']} steps in {training['seconds']:.0f}s; held-out success rate:")
     print_table(tables)
     wall = time.time() - t0
-    print(f"\ntotal wall time {wall:.0f}s; grids: {out / 'before.png'}, {out / 'after.png'}")
+    print(f"\ntotal wall time {wall:.0f}s; grids: {out / 'before.png'}, {out / 'after.png'}; trained model: {out / 'model'}")
     (out / "results.json").write_text(json.dumps(
         {"tables": tables, "training": training, "wall_seconds": wall, "args": vars(args)}, indent=2, default=str
     ) + "\n")
