@@ -120,6 +120,37 @@ def test_training_formats_match_the_samplers_log_probs(policy):
     assert image_stats["image"] == pytest.approx(-ilp.mean().item(), abs=1e-4)
 
 
+def test_warmup_cosine_schedule():
+    from t2i_r1.shapeworld.pretrain import _warmup_cosine
+
+    assert _warmup_cosine(0, 100, 0.0, 0.1) == pytest.approx(0.01)  # first warmup step
+    assert _warmup_cosine(99, 100, 0.0, 0.1) == pytest.approx(1.0)
+    assert _warmup_cosine(500, 100, 0.5, 0.1) == pytest.approx(0.55)  # half way down the cosine
+    assert _warmup_cosine(500, 100, 1.0, 0.1) == pytest.approx(0.1)
+    assert _warmup_cosine(500, 100, 3.0, 0.1) == pytest.approx(0.1)  # over budget: stays at the floor
+
+
+def test_vq_training_keeps_its_best_checked_weights(monkeypatch):
+    """The agreement swings between checks; train_vq ends with the weights of its best check."""
+    from t2i_r1.shapeworld import pretrain
+    from t2i_r1.shapeworld.model import ShapeWorldModelSpec, build_model
+
+    policy = build_model(ShapeWorldModelSpec(layers=1, codebook=64))
+    vq_model = policy.model.model.vqmodel
+    checked = []
+
+    def agreement(policy, examples, evaluator=None):  # checks at steps 1 and 2, then the final check
+        checked.append({k: v.clone() for k, v in vq_model.state_dict().items()})
+        return [0.4, 0.9, 0.6][len(checked) - 1]
+
+    monkeypatch.setattr(pretrain, "vq_agreement", agreement)
+    result = train_vq(policy, VQTrainConfig(max_steps=3, batch=2, pool=8, check_images=4, check_every=2), log=lambda s: None)
+    assert len(checked) == 3 and result["agreement"] == 0.9
+    best, last = checked[1], checked[2]
+    assert not all(torch.equal(best[k], last[k]) for k in best)  # step 3 moved the weights
+    assert all(torch.equal(v, best[k]) for k, v in vq_model.state_dict().items())
+
+
 def test_pretraining_runs_end_to_end_on_a_small_budget(tmp_path):
     """A few steps of each stage on a freshly built model: losses are finite and the VQ stores a unit-norm
     codebook (which makes transformers' encode and decode agree)."""
@@ -256,3 +287,13 @@ def test_demo_log_shows_the_kl_of_each_part_when_beta_is_set(tmp_path):
                               "--out", str(tmp_path)])
     run_grpo(load_policy(DEFAULT_ASSET), str(DEFAULT_ASSET), args, log=lines.append)
     assert "plan/kl 0.0000" in lines[0] and "image/kl 0.0000" in lines[0]  # segment-weighted: one per part
+
+
+def test_vq_speed_benchmark_times_both_precisions(capsys):
+    from benchmarks.vq_speed import main
+
+    main(["--batch", "2", "--steps", "1", "--threads", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [r[:2] for r in rows] == [["2", "fp32"], ["2", "bf16"]]
+    # s/step has 3 decimals and ms/image 1, so they agree to rounding only.
+    assert all(float(r[2]) > 0 and float(r[3]) == pytest.approx(1000 * float(r[2]) / 2, abs=0.5) for r in rows)
