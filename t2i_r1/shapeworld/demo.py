@@ -8,6 +8,8 @@ table and save image grids (plan under each image), the numbers and the trained 
 Choices, and how they differ from the paper:
 1. The reward is ShapeWorld's exact evaluator (``partial_reward``: share of checks passed, denser than
    the all-or-nothing score for groups of 8) instead of the paper's ensemble of vision experts.
+   ``--reward exact`` trains on the all-or-nothing score itself; with ``--train-prompts 300`` it gave
+   35.7 and 33.6 for training seeds 0 and 1 (defaults: 43.6, 31.4), so partial credit stays the default.
 2. Held-out prompts never appear in training (the split hashes the prompt text), so the gain measured
    is generalisation, not memorisation.
 3. The budget is wall-clock (``--minutes``) as well as steps, so the demo fits 15 minutes on 2 cores
