@@ -188,6 +188,11 @@ def test_bicot_grpo_runs_on_the_committed_model(tmp_path):
     assert not torch.equal(policy.model.lm_head.weight, before)  # the plan head trains in bicot mode
     # The generation head stays frozen (paper: only the language model and its text head train).
     assert torch.equal(policy.model.model.generation_head.vision_head.weight, frozen)
+    # ... unless --train-generation asks for it.
+    args = parser.parse_args(["--steps", "2", "--prompts-per-step", "1", "--group", "4", "--out", str(tmp_path),
+                              "--train-generation"])
+    run_grpo(policy, str(DEFAULT_ASSET), args, log=lambda s: None)
+    assert not torch.equal(policy.model.model.generation_head.vision_head.weight, frozen)
 
 
 @needs_asset

@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image log-probs trained: the conditional branch, or the CFG mix that was sampled")
     parser.add_argument("--plan-weight", type=float, default=4.0,
                         help="!= 1: segment-weighted loss, plan part x this, image part x 1 (1: the paper's token mean)")
+    parser.add_argument("--train-generation", action="store_true",
+                        help="also train the generation embeddings, aligner and head (the paper freezes them)")
     parser.add_argument("--lora-r", type=int, default=0, help="> 0: train LoRA adapters of this rank (alpha 2r) instead of all weights")
     parser.add_argument("--iterations", type=int, default=1,
                         help="optimisation passes per batch of rollouts (GRPO's mu; > 1 uses the clipped ratio)")
@@ -63,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 REWARDS = {"partial": "partial_reward", "exact": "reward"}
 """``--reward`` choices -> function of ``t2i_r1.shapeworld.evaluator``."""
 
+GENERATION_MODULES = ["model.generation_embeddings.", "model.generation_aligner.", "model.generation_head."]
+"""Janus' image-generation modules outside the language model (``--train-generation``)."""
+
 KL_STATS = ("kl_mean", "plan/kl_mean", "image/kl_mean")
 """The trainer's KL statistics: one for the token mean, one per part for the segment-weighted loss."""
 
@@ -74,13 +79,16 @@ def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print) -> dic
     from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
     from t2i_r1.shapeworld import evaluator
     from t2i_r1.shapeworld.grammar import prompt_set
-    from t2i_r1.train.config import GRPOConfig, LoraSettings, ModelConfig, OptimConfig, RewardSpec, RolloutConfig, TrainConfig
+    from t2i_r1.train.config import (
+        DEFAULT_TRAINABLE, GRPOConfig, LoraSettings, ModelConfig, OptimConfig, RewardSpec, RolloutConfig, TrainConfig,
+    )
     from t2i_r1.train.trainer import BiCoTGRPOTrainer
 
     train_prompts = prompt_set("train", args.train_prompts, seed=args.seed + 100)
     records = [PromptRecord(p.text, p.metadata()) for p in train_prompts]
     config = TrainConfig(
-        model=ModelConfig(path=model_dir, lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r) if args.lora_r else None),
+        model=ModelConfig(path=model_dir, lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r) if args.lora_r else None,
+                          trainable=DEFAULT_TRAINABLE + (GENERATION_MODULES if args.train_generation else [])),
         data="shapeworld:train (in memory)",
         output_dir=str(Path(args.out) / "train"),
         rollout=RolloutConfig(
