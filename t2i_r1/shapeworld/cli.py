@@ -1,7 +1,7 @@
 """``t2i-r1 shapeworld pretrain|eval|prompts|triples|planner``: pretrain the ShapeWorld Janus from scratch,
 score a checkpoint, write training prompts or SFT triples, or train a separate planner.
 
-    t2i-r1 shapeworld pretrain --out runs/shapeworld-base            # VQ then LM (41 min on 2 cores: a weak model; GPU: see --device)
+    t2i-r1 shapeworld pretrain --out runs/shapeworld-base            # VQ then LM, 41 min on 2 cores (LM too short there: README)
     t2i-r1 shapeworld eval --model t2i_r1/assets/shapeworld          # held-out, with and without plans
     t2i-r1 shapeworld prompts --out runs/sw-prompts.jsonl            # prompts + ground truth for t2i-r1 train
     t2i-r1 shapeworld triples --out runs/sw-triples --per-category 50   # images/ + triples.jsonl (SFT data)

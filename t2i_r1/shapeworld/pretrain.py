@@ -20,8 +20,8 @@ Choices:
    the VQ model is frozen by then.
 3. Budgets are wall-clock minutes, so the same command runs on a CPU or a GPU. The packaged checkpoint
    was trained on a GPU (``pretrain.json`` beside it: about 90k VQ images and 500k LM sequences). On 2
-   CPU cores the command's default 40 minutes see about a third of that and give a far weaker model
-   (measured: VQ agreement 0.75, 2.5% held-out success); see the README's ShapeWorld section.
+   CPU cores the command's default 40 minutes see about a third of that: measured with this code, the VQ
+   keeps the verdict on 95.7% but the LM reaches 5.7% held-out success (README, "ShapeWorld").
 4. Sequences are right-padded: with position ids counted from each row's first token, that is the
    same computation as the left padding used when sampling.
 
