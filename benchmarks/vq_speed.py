@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from t2i_r1.shapeworld.model import ShapeWorldModelSpec, build_model
 
 
-def seconds_per_step(vq, batch: int, bf16: bool, steps: int, warmup: int = 2) -> float:
+def seconds_per_step(vq, side: int, batch: int, bf16: bool, steps: int, warmup: int = 2) -> float:
     opt = torch.optim.AdamW(vq.parameters(), lr=1e-4)
-    side = vq.config.num_patches * 8
     x = torch.rand(batch, 3, side, side).mul(2).sub(1).contiguous(memory_format=torch.channels_last)  # (N, 3, S, S)
     times = []
     for i in range(warmup + steps):
@@ -44,12 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    vq = build_model(ShapeWorldModelSpec()).model.model.vqmodel
+    spec = ShapeWorldModelSpec()
+    vq = build_model(spec).model.model.vqmodel
     vq.train().requires_grad_(True).to(memory_format=torch.channels_last)
     print(f"{'batch':>5} {'precision':>9} {'s/step':>7} {'ms/image':>8}")
     for batch in args.batch:
         for bf16 in (False, True):
-            s = seconds_per_step(vq, batch, bf16, args.steps)
+            s = seconds_per_step(vq, 8 * spec.grid, batch, bf16, args.steps)  # the image is 8 * grid px wide
             print(f"{batch:>5} {'bf16' if bf16 else 'fp32':>9} {s:>7.3f} {1000 * s / batch:>8.1f}", flush=True)
 
 

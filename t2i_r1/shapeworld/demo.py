@@ -102,7 +102,8 @@ def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print) -> dic
         steps=args.steps, prompts_per_step=args.prompts_per_step, micro_batch_size=args.prompts_per_step * args.group,
         seed=args.seed, save_every=0, resume=False, image_log_every=0,
     )
-    trainer = BiCoTGRPOTrainer(config, policy=policy, rewards={"shapeworld": ProgrammaticReward(getattr(evaluator, REWARDS[args.reward]), name="shapeworld")}, prompts=records)
+    reward = ProgrammaticReward(getattr(evaluator, REWARDS[args.reward]), name="shapeworld")
+    trainer = BiCoTGRPOTrainer(config, policy=policy, rewards={"shapeworld": reward}, prompts=records)
     start, history = time.time(), []
     while trainer.step < args.steps and time.time() - start < args.minutes * 60:
         result = trainer.train_step(trainer.prompts_for_step(trainer.step))
