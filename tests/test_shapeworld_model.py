@@ -22,6 +22,7 @@ from t2i_r1.shapeworld.pretrain import (
     LMTrainConfig,
     VQTrainConfig,
     encode_examples,
+    length_chunks,
     lm_loss,
     make_batch,
     sample_examples,
@@ -118,6 +119,54 @@ def test_training_formats_match_the_samplers_log_probs(policy):
     # lm_loss's cross-entropy is the mean negative log-prob of the same tokens.
     assert plan_stats["text"] == pytest.approx(-lp.mean().item(), abs=1e-4)
     assert image_stats["image"] == pytest.approx(-ilp.mean().item(), abs=1e-4)
+
+
+def test_length_chunks_is_an_optimal_partition():
+    """Every row lands in exactly one run, runs are contiguous in length, and the padded size is the
+    smallest over every way of cutting the sorted rows into at most k runs (brute force)."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        lengths = rng.integers(30, 110, size=int(rng.integers(1, 9))).tolist()
+        for k in (1, 2, 3):
+            runs = length_chunks(lengths, k)
+            assert sorted(i for run in runs for i in run) == list(range(len(lengths)))
+            assert 1 <= len(runs) <= k
+            cost = sum(len(run) * max(lengths[i] for i in run) for run in runs)
+            ordered = sorted(lengths)
+            best = min(
+                sum((b - a) * ordered[b - 1] for a, b in zip((0, *cuts), (*cuts, len(ordered))))
+                for c in range(min(k, len(ordered)))
+                for cuts in combinations(range(1, len(ordered)), c)
+            )
+            assert cost == best
+    assert length_chunks([50, 100, 50, 100], 2) == [[0, 2], [1, 3]]
+
+
+def test_chunked_lm_loss_equals_one_padded_batch():
+    """Running the rows in groups of similar length changes the padding, not the loss or its gradients."""
+    from t2i_r1.shapeworld.model import ShapeWorldModelSpec, build_model
+
+    policy = build_model(ShapeWorldModelSpec(layers=1, codebook=64))
+    enc = encode_examples(policy, sample_examples(6, np.random.default_rng(1)))
+    batch = make_batch(policy, enc, list(range(6)) * 2, LMTrainConfig(p_plan=0.4), np.random.default_rng(2))
+    lengths = batch["mask"].sum(-1)
+    assert lengths.min() < lengths.max()  # plan and image rows: a padded batch
+    results = []
+    for chunks in (1, 3):
+        policy.model.zero_grad(set_to_none=True)
+        policy.model.requires_grad_(True)
+        loss, stats = lm_loss(policy, batch, chunks)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in policy.model.named_parameters() if p.grad is not None}
+        results.append((loss.item(), stats, grads))
+    (loss1, stats1, grads1), (loss3, stats3, grads3) = results
+    assert loss3 == pytest.approx(loss1, rel=1e-5)
+    assert stats3 == pytest.approx(stats1, rel=1e-5)
+    assert grads1.keys() == grads3.keys() and grads1
+    for name in grads1:
+        torch.testing.assert_close(grads3[name], grads1[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_warmup_cosine_schedule():

@@ -220,9 +220,11 @@ def _store_normalised_codebook(vq) -> None:
 @dataclass
 class LMTrainConfig:
     minutes: float = 20.0
-    """Wall-clock budget (the cosine schedule runs over it)."""
+    """Wall-clock budget (the cosine schedule runs over it or over ``max_steps``, whichever ends first)."""
     max_steps: int = 100_000
     batch: int = 32
+    length_chunks: int = 3
+    """Groups of similar length each batch runs in (``lm_loss``); 1 pads every row to the longest."""
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
@@ -306,25 +308,75 @@ def make_batch(policy: JanusPolicy, enc: _Encoded, rows: list[int], config: LMTr
     return {"tokens": tokens, "is_image": is_image, "mask": mask, "text_targets": text_t, "image_targets": image_t}
 
 
-def lm_loss(policy: JanusPolicy, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean text cross-entropy + mean image cross-entropy of a ``make_batch`` batch."""
+def length_chunks(lengths: list[int], chunks: int) -> list[list[int]]:
+    """Rows grouped into at most ``chunks`` runs of similar length, with the fewest padded positions.
+
+    Rows sorted by length are cut into contiguous runs; a run costs (rows x its longest row), and the
+    cuts come from an exact dynamic programme (N is a batch, so N^2 k is nothing)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    sorted_len = [lengths[i] for i in order]
+    n, inf = len(order), float("inf")
+    # cost[j][c]: fewest positions for the first j sorted rows in c runs; cut[j][c]: where the last run starts.
+    cost = [[inf] * (chunks + 1) for _ in range(n + 1)]
+    cut = [[0] * (chunks + 1) for _ in range(n + 1)]
+    cost[0][0] = 0
+    for j in range(1, n + 1):
+        for c in range(1, chunks + 1):
+            for i in range(j):
+                candidate = cost[i][c - 1] + (j - i) * sorted_len[j - 1]
+                if candidate < cost[j][c]:
+                    cost[j][c], cut[j][c] = candidate, i
+    c = min(range(1, chunks + 1), key=lambda c: (cost[n][c], c)) if n else 0
+    runs, j = [], n
+    while j > 0:
+        i = cut[j][c]
+        runs.append(order[i:j])
+        j, c = i, c - 1
+    return runs[::-1]
+
+
+def lm_loss(policy: JanusPolicy, batch: dict, chunks: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean text cross-entropy + mean image cross-entropy of a ``make_batch`` batch.
+
+    With ``chunks`` > 1 the rows run through the model in up to that many groups of similar length,
+    each cut to its longest row: plan rows are a third as long as image rows, so one padded batch is
+    about a third padding. The means are still over the whole batch, so the loss and its gradients are
+    those of ``chunks=1``."""
+    lengths = batch["mask"].sum(-1).tolist()
+    text_count = int((batch["text_targets"] != -100).sum())
+    image_count = int((batch["image_targets"] != -100).sum())
+    sums = {"text": 0.0, "image": 0.0}
+    for rows in length_chunks(lengths, chunks):
+        S = max(lengths[i] for i in rows)
+        part = {k: v[rows, :S] for k, v in batch.items()}
+        for name, total in _chunk_ce_sums(policy, part).items():
+            sums[name] = sums[name] + total
+    stats, loss = {}, batch["tokens"].new_zeros((), dtype=torch.float)
+    for name, count in (("text", text_count), ("image", image_count)):
+        if count:
+            mean = sums[name] / count
+            loss = loss + mean
+            stats[name] = mean.item()
+    return loss, stats
+
+
+def _chunk_ce_sums(policy: JanusPolicy, batch: dict) -> dict[str, torch.Tensor]:
+    """Summed text and image cross-entropy of some rows of a ``make_batch`` batch."""
     tokens, is_image, mask = batch["tokens"], batch["is_image"], batch["mask"]
     text_ids = torch.where(is_image, torch.full_like(tokens, policy.pad_id), tokens)  # (N, S)
     image_ids = torch.where(is_image, tokens, torch.zeros_like(tokens))  # (N, S)
     embeds = torch.where(is_image[..., None], policy.embed_image(image_ids), policy.embed_text(text_ids))  # (N, S, H)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (N, S)
     hidden = policy.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+    sums = {}
     text_sel, image_sel = batch["text_targets"] != -100, batch["image_targets"] != -100
-    stats, loss = {}, hidden.new_zeros(())
     if bool(text_sel.any()):
-        text_loss = F.cross_entropy(policy.text_logits(hidden[text_sel]).float(), batch["text_targets"][text_sel])
-        loss = loss + text_loss
-        stats["text"] = text_loss.item()
+        logits = policy.text_logits(hidden[text_sel]).float()  # (n_text, V)
+        sums["text"] = F.cross_entropy(logits, batch["text_targets"][text_sel], reduction="sum")
     if bool(image_sel.any()):
-        image_loss = F.cross_entropy(policy.image_logits(hidden[image_sel]).float(), batch["image_targets"][image_sel])
-        loss = loss + image_loss
-        stats["image"] = image_loss.item()
-    return loss, stats
+        logits = policy.image_logits(hidden[image_sel]).float()  # (n_image, C)
+        sums["image"] = F.cross_entropy(logits, batch["image_targets"][image_sel], reduction="sum")
+    return sums
 
 
 def train_lm(
@@ -358,13 +410,14 @@ def train_lm(
     start, step, next_eval, history = time.time(), 0, config.eval_every_minutes * 60, []
     budget = config.minutes * 60
     while step < config.max_steps and (elapsed := time.time() - start) < budget:
-        lr = config.lr * _warmup_cosine(step, config.warmup_steps, elapsed / budget, config.min_lr_ratio)
+        lr = config.lr * _warmup_cosine(step, config.warmup_steps, max(elapsed / budget, step / config.max_steps),
+                                        config.min_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
         model.train()
         batch = make_batch(policy, enc, rng.integers(len(examples), size=config.batch).tolist(), config, rng)
         batch = {k: v.to(policy.device) for k, v in batch.items()}
-        loss, stats = lm_loss(policy, batch)
+        loss, stats = lm_loss(policy, batch, config.length_chunks)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
