@@ -351,3 +351,37 @@ def test_vq_speed_benchmark_times_both_precisions(capsys):
     assert [r[:2] for r in rows] == [["2", "fp32"], ["2", "bf16"]]
     # s/step has 3 decimals and ms/image 1, so they agree to rounding only.
     assert all(float(r[2]) > 0 and float(r[3]) == pytest.approx(1000 * float(r[2]) / 2, abs=0.5) for r in rows)
+
+
+def test_pretrain_command_passes_its_flags_to_the_stage_configs(tmp_path, monkeypatch):
+    """``t2i-r1 shapeworld pretrain`` flags reach the VQ and LM configs, and its defaults are the configs' own."""
+    import t2i_r1.shapeworld.pretrain as pretrain_module
+    from t2i_r1.shapeworld.cli import main
+
+    seen = []
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda out, **kw: seen.append((out, kw)))
+    main(["pretrain", "--out", str(tmp_path), "--minutes", "7", "--vq-minutes", "3", "--batch", "8", "--lr", "1e-3",
+          "--threads", str(torch.get_num_threads())])
+    (out, kw), = seen
+    assert out == str(tmp_path)
+    assert (kw["lm"].minutes, kw["lm"].batch, kw["lm"].lr) == (7.0, 8, 1e-3)
+    assert kw["vq"].minutes == 3.0
+    main(["pretrain", "--out", str(tmp_path), "--threads", str(torch.get_num_threads())])
+    lm, vq, lm_defaults, vq_defaults = seen[1][1]["lm"], seen[1][1]["vq"], LMTrainConfig(), VQTrainConfig()
+    assert (lm.lr, lm.batch, lm.examples) == (lm_defaults.lr, lm_defaults.batch, lm_defaults.examples)
+    assert vq.batch == vq_defaults.batch
+
+
+@needs_asset
+def test_lm_stage_benchmark_reports_heldout_losses(capsys):
+    import json
+
+    from benchmarks.shapeworld_lm_stage import FORMATS, main
+
+    main(["--steps", "2", "--batch", "4", "--examples", "8", "--heldout-examples", "4", "--threads", "1"])
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{\n"):])
+    assert result["steps"] == 2 and result["sequences_per_second"] > 0
+    assert set(result["heldout_loss"]) == set(FORMATS)
+    # Two steps from a random start: near the uniform loss, log(512) for images.
+    assert all(0 < v < 10 for v in result["heldout_loss"].values())

@@ -1,7 +1,7 @@
 """``t2i-r1 shapeworld pretrain|eval|prompts|triples|planner``: pretrain the ShapeWorld Janus from scratch,
 score a checkpoint, write training prompts or SFT triples, or train a separate planner.
 
-    t2i-r1 shapeworld pretrain --out runs/shapeworld-base            # VQ then LM, 41 min on 2 cores (LM too short there: README)
+    t2i-r1 shapeworld pretrain --out runs/shapeworld-base            # VQ then LM, 40 min on 2 cores (LM too short there: README)
     t2i-r1 shapeworld eval --model t2i_r1/assets/shapeworld          # held-out, with and without plans
     t2i-r1 shapeworld prompts --out runs/sw-prompts.jsonl            # prompts + ground truth for t2i-r1 train
     t2i-r1 shapeworld triples --out runs/sw-triples --per-category 50   # images/ + triples.jsonl (SFT data)
@@ -28,10 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="shapeworld_command", required=True, metavar="SUBCOMMAND")
     p = sub.add_parser("pretrain", help="train the VQ tokenizer and the language model from scratch")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--minutes", type=float, default=25.0, help="language-model budget in wall-clock minutes")
+    p.add_argument("--minutes", type=float, default=27.0, help="language-model budget in wall-clock minutes")
     p.add_argument("--vq-minutes", type=float, default=15.0, help="VQ budget in wall-clock minutes")
     p.add_argument("--examples", type=int, default=12_000, help="training examples for the language model")
     p.add_argument("--batch", type=int, default=32, help="language-model batch size")
+    p.add_argument("--lr", type=float, default=2e-3, help="language-model peak learning rate (warmup, then cosine)")
     p.add_argument("--vq-batch", type=int, default=16, help="VQ batch size")
     p.add_argument("--eval-every", type=float, default=5.0, help="minutes between held-out evaluations")
     p.add_argument("--device", default="cpu")
@@ -94,7 +95,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     log = lambda s: print(s, flush=True)
     snapshot = Path(args.snapshot_dir) if args.snapshot_dir else None
     lm = LMTrainConfig(minutes=args.minutes, examples=args.examples, batch=args.batch, eval_every_minutes=args.eval_every,
-                       seed=args.seed, workers=args.workers)
+                       lr=args.lr, seed=args.seed, workers=args.workers)
     vq = VQTrainConfig(minutes=args.vq_minutes, batch=args.vq_batch, seed=args.seed, workers=args.workers)
 
     def on_stage(policy, stage: str, step: int) -> None:
