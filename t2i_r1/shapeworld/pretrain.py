@@ -160,8 +160,8 @@ def train_vq(policy: JanusPolicy, config: VQTrainConfig = VQTrainConfig(), log: 
         flat = F.normalize(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), dim=-1)
         vq.quantize.embedding.weight.copy_(flat[torch.randperm(len(flat))[:C]])
     while step < config.max_steps and (elapsed := time.time() - start) < config.minutes * 60:
-        lr = config.lr * _warmup_cosine(step, config.warmup_steps, max(elapsed / (config.minutes * 60), step / config.max_steps),
-                                        config.min_lr_ratio)
+        progress = _budget_progress(elapsed, config.minutes, step, config.max_steps)
+        lr = config.lr * _warmup_cosine(step, config.warmup_steps, progress, config.min_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
         batch = pool[torch.randint(len(pool), (config.batch,))].to(device).contiguous(memory_format=torch.channels_last)
@@ -202,6 +202,11 @@ def train_vq(policy: JanusPolicy, config: VQTrainConfig = VQTrainConfig(), log: 
         agreement = best_agreement
     log(f"vq done: {step} steps, {time.time() - start:.0f}s, agreement {agreement:.3f}")
     return {"steps": step, "seconds": time.time() - start, "agreement": agreement}
+
+
+def _budget_progress(elapsed_seconds: float, minutes: float, step: int, max_steps: int) -> float:
+    """Share of a stage's budget spent: of its minutes or of its steps, whichever runs out first."""
+    return max(elapsed_seconds / (minutes * 60), step / max_steps)
 
 
 def _warmup_cosine(step: int, warmup_steps: int, progress: float, min_ratio: float) -> float:
@@ -414,8 +419,8 @@ def train_lm(
     start, step, next_eval, history = time.time(), 0, config.eval_every_minutes * 60, []
     budget = config.minutes * 60
     while step < config.max_steps and (elapsed := time.time() - start) < budget:
-        lr = config.lr * _warmup_cosine(step, config.warmup_steps, max(elapsed / budget, step / config.max_steps),
-                                        config.min_lr_ratio)
+        progress = _budget_progress(elapsed, config.minutes, step, config.max_steps)
+        lr = config.lr * _warmup_cosine(step, config.warmup_steps, progress, config.min_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
         model.train()
