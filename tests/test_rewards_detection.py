@@ -96,8 +96,8 @@ def test_numeracy_counts_after_nms_with_overlapping_boxes():
         det("cat", (0.5, 0.5, 0.7, 0.7), 0.7),
     ]
     info = [{"obj_name": "cat", "num": 2}, {"obj_name": "dog", "num": 1}]
-    # cat: 3 boxes -> 2 after NMS == 2 -> 1.0; dog: 0 boxes != 1 -> 0.2; mean (1.0 + 0.2) / 2 = 0.6
-    assert numeracy_score(info, cats) == pytest.approx(0.6)
+    # cat: 3 boxes -> 2 after NMS == 2 -> 1.0; dog: not detected at all -> 0; mean (1.0 + 0) / 2 = 0.5
+    assert numeracy_score(info, cats) == pytest.approx(0.5)
 
 
 def test_numeracy_wrong_count_scores_point_two():
@@ -106,6 +106,17 @@ def test_numeracy_wrong_count_scores_point_two():
     assert numeracy_score([{"obj_name": "cat", "num": 2}], cats) == pytest.approx(0.2)
     # three asked for -> 1.0
     assert numeracy_score([{"obj_name": "cat", "num": 3}], cats) == 1.0
+
+
+def test_numeracy_object_not_detected_scores_zero_as_the_reference():
+    # Decision (docs/reference-differences.md, difference 1): aligned with the reference, whose
+    # get_numeracy_score skips an object with no detection (reward_gdino.py L321-322 `continue`, so it
+    # adds 0) and gives 0.2 only to a detected object with another count (L329-330).
+    cat = [det("cat", (0.0, 0.0, 0.1, 0.1))]
+    assert numeracy_score([{"obj_name": "dog", "num": 1}], cat) == 0.0
+    # cat right (1) + dog missing (0) + cat-as-two wrong count (0.2), each weighted 1/3
+    info = [{"obj_name": "cat", "num": 1}, {"obj_name": "dog", "num": 2}, {"obj_name": "cat", "num": 2}]
+    assert numeracy_score(info, cat) == pytest.approx((1.0 + 0.0 + 0.2) / 3)
 
 
 def test_numeracy_boxes_overlapping_at_exactly_half_are_two_objects():

@@ -70,7 +70,7 @@ BATCH = [
     ("four clocks", {"task_type": "numeracy", "nouns": ["clock"]}),  # numeracy without numeracy_info: NaN
     ("a cat in front of a dog", {"task_type": "spatial", "spatial_info": {"obj1": "cat", "obj2": "dog", "locality": "in front of"}}),  # NaN
 ]  # fmt: skip
-RANGES = [(0.0, 0.9), (0.2, 1.0), (0.0, 1.0), (0.0, 0.9)]  # spatial, numeracy, existence, spatial
+RANGES = [(0.0, 0.9), (0.0, 1.0), (0.0, 1.0), (0.0, 0.9)]  # spatial, numeracy, existence, spatial
 
 
 def test_end_to_end_scores_each_image_in_its_documented_range(tiny):
@@ -180,3 +180,45 @@ def test_rejects_bad_settings(tiny):
         GroundingDINOReward(model=model, processor=processor, batch_size=0)
     with pytest.raises(ValueError, match="text_threshold"):
         GroundingDINOReward(model=model, processor=processor, text_threshold=1.5)
+
+
+# --- behavior="reference" (t2i_r1.rewards.gdino_reference; branch-by-branch tests in test_gdino_reference.py)
+
+REFERENCE_BATCH = [
+    ("a cat left of a dog", {"task_type": "spatial", "nouns": ["cat", "dog"], "spatial_info": {"obj1": "cat", "obj2": "dog", "locality": "left of"}}),
+    ("two apples and a bowl", {"task_type": "numeracy", "nouns": ["apple", "bowl"], "numeracy_info": [{"obj_name": "apple", "num": 2}, {"obj_name": "bowl", "num": 1}]}),
+    ("a red car and a zebra", {"task_type": "color", "nouns": ["car", "zebra", "red sports ball"]}),
+    ("the clock on top of the bowl", {"task_type": "complex", "nouns": ["clock", "bowl"], "spatial_info": {"obj1": "clock", "obj2": "bowl", "locality": "on top of"}}),
+    ("nothing to find", {"task_type": "non", "nouns": []}),
+]  # fmt: skip
+
+
+def test_reference_behavior_scores_the_reference_query(tiny):
+    from t2i_r1.rewards import gdino_reference
+
+    model, processor = tiny
+    reward = GroundingDINOReward(model=model, processor=processor, device="cpu", batch_size=2, box_threshold=0.0,
+                                 behavior="reference")  # threshold 0: every query detects every noun
+    prompts, metadata = zip(*REFERENCE_BATCH)
+    pictures = images(len(REFERENCE_BATCH), seed=3)
+    scores = reward(list(prompts), pictures, list(metadata))
+    found = reward.detect_reference(pictures[:4], [m["nouns"] for m in metadata[:4]])
+    assert scores[:4] == [gdino_reference.score(m, f) for m, f in zip(metadata, found)]
+    # the three-word noun is queried by its first and last word and labelled so: it never counts
+    assert {x.label for x in found[2]} == {"car", "zebra", "red ball"}
+    assert scores[2] == pytest.approx(2 / 3)
+    # complex with spatial_info: noun existence (everything detected at threshold 0) -> 1; no nouns -> 1
+    assert scores[3] == 1.0 and scores[4] == 1.0
+    # boxes are kept as predicted (cx, cy, w, h), not clamped corners
+    raw = model(**processor(images=pictures[0], text="cat . dog.", return_tensors="pt")).pred_boxes[0]
+    assert found[0][0].cxcywh == pytest.approx(tuple(raw[0].tolist()), abs=1e-5)
+
+
+def test_reference_behavior_through_the_registry_and_validation(tiny, tmp_path):
+    model, processor = tiny
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = build_reward("gdino", model_path=str(tmp_path), device="cpu", behavior="reference")  # YAML kwargs
+    assert loaded.behavior == "reference"
+    with pytest.raises(ValueError, match="behavior"):
+        GroundingDINOReward(model=model, processor=processor, behavior="paper")

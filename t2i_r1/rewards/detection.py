@@ -7,7 +7,8 @@ number. It is pure Python/torch so every rule can be tested on hand-written boxe
 Scores (the reference T2I-R1 scoring idea, itself taken from T2I-CompBench's UniDet script):
 - existence: share of the distinct nouns with at least one detection.             range [0, 1]
 - numeracy: per object, 1 if the number of its boxes left after NMS(IoU 0.5) equals the expected count,
-  else 0.2; mean over objects.                                                      range [0.2, 1]
+  0.2 if it is detected with another count, 0 if it is not detected at all (as the reference); mean
+  over objects.                                                                     range [0, 1]
 - spatial: 0.2 per object present; if both are present, + position score / 2, the position score
   computed from the most confident box of each object.                             range [0, 0.9]
   Position score for left/right/above/below: 1 when the centre offset along the named axis has the
@@ -18,8 +19,9 @@ count boxes in tensor shapes.
 
 Differences from the reference (each has a test in ``tests/test_rewards_detection.py``):
 1. "above" and "on top of" are scored (mirror of "below"); the reference had no branch for them, so
-   437 of its 2,195 spatial training prompts never got position credit. "under", "beneath",
-   "to the left of", "to the right of", "on the top of", "on the bottom of" are accepted too.
+   the 364 "above" prompts among its 2,195 spatial training prompts never got position credit. "under",
+   "beneath", "to the left of", "to the right of", "on the top of", "top of", "on the bottom of" are
+   accepted too.
 2. "near" / "next to" / "on side of": the reference compares the centre offsets of *normalised* boxes
    with a threshold of 150 (pixels in T2I-CompBench), so it is always satisfied. Here the measure is
    the gap between the two boxes (distance between their closest points, 0 when they touch or
@@ -34,6 +36,15 @@ Differences from the reference (each has a test in ``tests/test_rewards_detectio
    compared, in whichever order satisfies the relation better; the reference compared a box with
    itself.
 6. Empty ``nouns`` / ``numeracy_info`` give NaN (not applicable), not 0 or 1.
+7. NMS runs on corner boxes; the reference fed centre/width/height boxes to a corner NMS, so its
+   duplicates were almost never suppressed.
+8. Objects are matched by their full phrase, case- and space-insensitively, each distinct noun once;
+   the reference matched exact strings, queried multi-word nouns by first and last word only (so nouns
+   of three or more words never matched) and counted each copy of a repeated noun.
+9. The IoU of two empty boxes is 0 (they do not overlap), so their position can score 1; the
+   reference's 0/0 is NaN and scores 0.
+The reference's own scoring, defects included, is ``t2i_r1.rewards.gdino_reference``; every difference
+and its decision is listed in ``docs/reference-differences.md``.
 """
 
 from __future__ import annotations
@@ -51,7 +62,7 @@ POSITION_IOU = 0.1
 NEAR_GAP = 0.1
 # Credit for each object of a spatial prompt that is found at all.
 PRESENCE_CREDIT = 0.2
-# Credit for an object whose count is wrong (the reference's value).
+# Credit for an object detected with the wrong count (the reference's value); an object not detected gets 0.
 WRONG_COUNT_CREDIT = 0.2
 NUMERACY_NMS_IOU = 0.5
 
@@ -66,6 +77,7 @@ RELATIONS: dict[str, str] = {
     "above": "above",
     "on top of": "above",
     "on the top of": "above",
+    "top of": "above",
     "over": "above",
     "below": "below",
     "under": "below",
@@ -165,7 +177,8 @@ def existence_score(nouns: Sequence[str], detections: Sequence[Detection]) -> fl
 
 
 def numeracy_score(numeracy_info: Sequence[Mapping[str, Any]], detections: Sequence[Detection]) -> float:
-    """Mean over objects of 1 (count after NMS equals ``num``) or 0.2; NaN without objects."""
+    """Mean over objects of 1 (count after NMS equals ``num``), 0.2 (detected, another count) or 0 (not
+    detected); NaN without objects."""
     if not numeracy_info:
         return math.nan
     per_object = []
@@ -175,7 +188,7 @@ def numeracy_score(numeracy_info: Sequence[Mapping[str, Any]], detections: Seque
         except KeyError as missing:
             raise ValueError(f"numeracy_info[{i}] lacks the key {missing}; got {dict(item)!r}") from None
         count = len(detections_of(name, detections))
-        per_object.append(1.0 if count == expected else WRONG_COUNT_CREDIT)
+        per_object.append(1.0 if count == expected else WRONG_COUNT_CREDIT if count else 0.0)
     return sum(per_object) / len(per_object)
 
 

@@ -2,7 +2,7 @@
 
 Each image is searched for the objects its prompt names; the detections are scored by
 ``t2i_r1.rewards.detection`` according to the prompt's ``task_type``:
-- ``numeracy`` (needs ``numeracy_info``): exact counts after NMS,                    range [0.2, 1]
+- ``numeracy`` (needs ``numeracy_info``): exact counts after NMS (0 per object not found), range [0, 1]
 - ``spatial``, or any prompt carrying ``spatial_info`` (T2I-CompBench's complex prompts with a relation):
   presence of both objects plus their relative position,                              range [0, 0.9]
 - everything else (object, color, shape, texture, complex, non; needs ``nouns``): share of nouns found,
@@ -27,6 +27,9 @@ Choices (and differences from the reference, which used IDEA-Research's own Grou
   positions are masked out of the logits (the tests check batched == one-by-one).
 - Objects whose tokens fall beyond the text encoder's limit (256 tokens) cannot be detected and so
   count as missing.
+- ``behavior="reference"`` reproduces the reference's reward instead (``t2i_r1.rewards.gdino_reference``:
+  its query of the ``nouns`` list, labels, routes, NMS and position rule, defects included), for the
+  reference-exact recipe. Every difference between the two is in ``docs/reference-differences.md``.
 
 Dimensions: B images in one forward pass, Q detector queries, T text tokens, P objects of a prompt.
 """
@@ -48,6 +51,7 @@ from t2i_r1.rewards._common import (
     resolve_device,
     resolve_dtype,
 )
+from t2i_r1.rewards import gdino_reference
 from t2i_r1.rewards.base import Metadata
 from t2i_r1.rewards.detection import (
     Detection,
@@ -66,6 +70,7 @@ CHECKPOINT = CheckpointSpec(
     "(`huggingface-cli download IDEA-Research/grounding-dino-tiny --local-dir PATH`)",
 )
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+BEHAVIORS = ("ours", "reference")
 
 
 def check_checkpoint_dir(path: str | Path) -> None:
@@ -175,11 +180,19 @@ class GroundingDINOReward:
         box_threshold: float = 0.3,
         text_threshold: float = 0.3,
         parse_missing: bool = True,
+        behavior: str = "ours",
     ) -> None:
-        """Load from ``model_path`` (checkpoint directory or hub id), or take a built ``model`` + ``processor``."""
+        """Load from ``model_path`` (checkpoint directory or hub id), or take a built ``model`` + ``processor``.
+
+        ``behavior``: ``"ours"`` (the scoring of ``t2i_r1.rewards.detection``) or ``"reference"`` (the
+        reference implementation's, ``t2i_r1.rewards.gdino_reference``; ``text_threshold`` is then unused).
+        """
         for field_name, value in (("box_threshold", box_threshold), ("text_threshold", text_threshold)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{field_name} must lie in [0, 1], got {value}")
+        if behavior not in BEHAVIORS:
+            raise ValueError(f"behavior must be one of {BEHAVIORS}, got {behavior!r}")
+        self.behavior = behavior
         self.device = resolve_device(device)
         if model is None or processor is None:
             from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
@@ -204,16 +217,13 @@ class GroundingDINOReward:
         self.max_text_len = int(getattr(self.model.config, "max_text_len", 256))
 
     @torch.no_grad()
-    def detect(self, images: Sequence[Image.Image], phrases: Sequence[Sequence[str]]) -> list[list[Detection]]:
-        """Detections of ``phrases[i]`` in ``images[i]``, ``batch_size`` images per forward pass."""
-        if len(images) != len(phrases):
-            raise ValueError(f"detect got {len(images)} images but {len(phrases)} phrase lists")
-        out: list[list[Detection]] = []
+    def _outputs(self, images: Sequence[Image.Image], captions: Sequence[str]):
+        """Per image, in order: (token logits (Q, T), boxes (Q, 4) cxcywh, token offsets (T, 2)), ``batch_size``
+        images per forward pass."""
         for lo in range(0, len(images), self.batch_size):
             chunk_images = [image.convert("RGB") for image in images[lo : lo + self.batch_size]]
-            captions, spans = zip(*(build_caption(p) for p in phrases[lo : lo + self.batch_size]))
             text = self.processor.tokenizer(
-                list(captions),
+                list(captions[lo : lo + self.batch_size]),
                 padding=True,
                 truncation=True,
                 max_length=self.max_text_len,
@@ -230,12 +240,31 @@ class GroundingDINOReward:
             n_tokens = text["input_ids"].shape[1]
             logits = outputs.logits[..., :n_tokens].float().cpu()  # (B, Q, T); later positions are padding
             boxes = outputs.pred_boxes.float().cpu()  # (B, Q, 4) normalised cxcywh
-            for b in range(len(chunk_images)):
-                mask = phrase_token_mask(offsets[b], spans[b])  # (P, T)
-                labels = [" ".join(p.lower().split()) for p in phrases[lo + b]]
-                out.append(
-                    detections_from_logits(logits[b], boxes[b], mask, labels, self.box_threshold, self.text_threshold)
-                )
+            yield from zip(logits, boxes, offsets)
+
+    def detect(self, images: Sequence[Image.Image], phrases: Sequence[Sequence[str]]) -> list[list[Detection]]:
+        """Detections of ``phrases[i]`` in ``images[i]``, ``batch_size`` images per forward pass."""
+        if len(images) != len(phrases):
+            raise ValueError(f"detect got {len(images)} images but {len(phrases)} phrase lists")
+        captions, spans = zip(*(build_caption(p) for p in phrases)) if phrases else ((), ())
+        out: list[list[Detection]] = []
+        for i, (logits, boxes, offsets) in enumerate(self._outputs(images, captions)):
+            mask = phrase_token_mask(offsets, spans[i])  # (P, T)
+            labels = [" ".join(p.lower().split()) for p in phrases[i]]
+            out.append(detections_from_logits(logits, boxes, mask, labels, self.box_threshold, self.text_threshold))
+        return out
+
+    def detect_reference(
+        self, images: Sequence[Image.Image], nouns: Sequence[Sequence[str]]
+    ) -> list[list[gdino_reference.ReferenceDetection]]:
+        """The reference's detections of ``nouns[i]`` in ``images[i]``: its caption, spans, labels and threshold."""
+        if len(images) != len(nouns):
+            raise ValueError(f"detect_reference got {len(images)} images but {len(nouns)} noun lists")
+        queries = [gdino_reference.detection_query(n) for n in nouns]
+        out = []
+        for (_, spans, labels), (logits, boxes, offsets) in zip(queries, self._outputs(images, [q[0] for q in queries])):
+            mask = gdino_reference.span_token_mask(offsets, spans)  # (P, T)
+            out.append(gdino_reference.detections_from_logits(logits, boxes, mask, labels, self.box_threshold))
         return out
 
     def __call__(
@@ -243,6 +272,8 @@ class GroundingDINOReward:
     ) -> list[float]:
         if not len(prompts) == len(images) == len(metadata):
             raise ValueError(f"got {len(prompts)} prompts, {len(images)} images, {len(metadata)} metadata")
+        if self.behavior == "reference":
+            return self._reference_scores(prompts, images, metadata)
         routes = [
             route({"prompt": prompt, **(meta or {})}, parse_missing=self.parse_missing)
             for prompt, meta in zip(prompts, metadata)
@@ -254,3 +285,20 @@ class GroundingDINOReward:
             scorer, _, meta = routes[i]
             scores[i] = score_detections(scorer, meta, detections)
         return scores
+
+    def _reference_scores(
+        self, prompts: Sequence[str], images: Sequence[Image.Image], metadata: Sequence[Metadata]
+    ) -> list[float]:
+        """The reference's reward: the ``nouns`` list queried, 1 without nouns, never NaN."""
+        metas = []
+        for prompt, meta in zip(prompts, metadata):
+            meta = {"prompt": prompt, **(meta or {})}
+            if self.parse_missing and "task_type" not in meta and "nouns" not in meta:
+                meta = {**parse_prompt(prompt), **meta}
+            metas.append(meta)
+        todo = [i for i, meta in enumerate(metas) if meta.get("nouns")]
+        found = self.detect_reference([images[i] for i in todo], [list(metas[i]["nouns"]) for i in todo])
+        detections: list[list[gdino_reference.ReferenceDetection]] = [[] for _ in metas]
+        for i, dets in zip(todo, found):
+            detections[i] = dets
+        return [gdino_reference.score(meta, dets) for meta, dets in zip(metas, detections)]
