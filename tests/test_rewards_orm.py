@@ -239,6 +239,49 @@ def test_orm_registry_and_errors(checkpoints, tmp_path):
     assert question in DEFAULT_PROMPT_TEMPLATE
 
 
+# ---- behavior="reference" (reward_orm.py of CaraJ7/T2I-R1 @2d9d4d1, "RO" below) ----
+
+
+def test_orm_reference_behavior_by_hand(checkpoints):
+    hf_dir, _, _ = checkpoints
+    reward = OutputRewardModel(checkpoint=hf_dir, device="cpu", behavior="reference", seed=0)
+    tok = reward.tokenizer
+    yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+    other = tok.convert_tokens_to_ids("cat") if tok.convert_tokens_to_ids("cat") is not None else 5
+    V = reward.model.config.text_config.vocab_size
+    logits = torch.full((3, V), -10.0)
+    # row 0: yes 2.0, no 1.7 -> a yes/no is drawn (others e^-40 smaller at T 0.3); RO L104-118 reads the
+    # probabilities after the temperature: P(yes)/(P(yes)+P(no)) = sigmoid((2.0 - 1.7) / 0.3) = sigmoid(1)
+    logits[0, yes], logits[0, no] = 2.0, 1.7
+    # row 1: another word dominates -> the sampled first word is not yes/no -> RO L101, L112-116: 0
+    logits[1, other], logits[1, yes], logits[1, no] = 20.0, 1.0, 0.0
+    # row 2: "no" below the 50 best logits -> top-k (transformers' default 50) zeroes it -> 1.0
+    logits[2, torch.arange(V) != yes] = torch.linspace(2.0, 1.0, V - 1)
+    logits[2, yes] = 10.0  # drawn: every other token is e^(-8 / 0.3) as likely
+    logits[2, no] = -20.0
+    scores = reward.reference_scores(logits)
+    assert scores[0] == pytest.approx(float(torch.sigmoid(torch.tensor(1.0))), abs=1e-5)
+    assert scores[1] == 0.0
+    assert scores[2] == 1.0
+
+
+def test_orm_reference_behavior_end_to_end(checkpoints):
+    hf_dir, _, _ = checkpoints
+    images = _images(4, seed=4)
+    a = OutputRewardModel(checkpoint=hf_dir, device="cpu", behavior="reference", seed=1)
+    b = OutputRewardModel(checkpoint=hf_dir, device="cpu", behavior="reference", seed=1)
+    scores = a(PROMPTS, images, [{}] * 4)
+    assert scores == b(PROMPTS, images, [{}] * 4)  # the draws are seeded
+    again = OutputRewardModel(checkpoint=hf_dir, device="cpu", behavior="reference", seed=1)
+    assert scores == again.reference_scores(again.yes_logits(PROMPTS, images))
+    assert all(s == 0.0 or 0.0 <= s <= 1.0 for s in scores)
+    assert build_reward("orm", checkpoint=hf_dir, device="cpu", behavior="reference").behavior == "reference"
+    with pytest.raises(ValueError, match="behavior"):
+        OutputRewardModel(checkpoint=hf_dir, behavior="paper")
+    with pytest.raises(ValueError, match="0.3"):
+        OutputRewardModel(checkpoint=hf_dir, behavior="reference", temperature=0.5)
+
+
 # ---- real weights / GPU (skipped unless available) ----
 
 

@@ -163,6 +163,31 @@ def test_git_batched_equals_one_by_one(git_dir):
     np.testing.assert_allclose(batched, single, atol=1e-5, rtol=0)  # NaN == NaN for assert_allclose
 
 
+def test_git_reference_behavior_routes_as_reward_git(git_dir):
+    # reward_git.py of CaraJ7/T2I-R1 @2d9d4d1: L48-50 spatial / numeracy -> 0; L53-54 attr_nouns present
+    # -> its phrases; L55-59 otherwise the nouns ("dog?"), or 1 without nouns; L74 the mean.
+    metadata = [
+        {"task_type": "spatial", "nouns": ["dog", "cat"], "attr_nouns": ["red dog"]},
+        {"task_type": "numeracy", "nouns": ["cat"]},
+        {"task_type": "color", "nouns": ["pizza"], "attr_nouns": ["green pizza", "red bench"]},
+        {"task_type": "non", "nouns": ["dog", "car"]},  # no attr_nouns: asks "dog?" and "car?"; ours: NaN
+        {"task_type": "object", "nouns": []},
+        {"task_type": "color", "nouns": ["cat"], "attr_nouns": []},  # np.mean([]) -> NaN
+    ]
+    images = _images(6, seed=4)
+    reward = GITVQAReward(checkpoint=git_dir, device="cpu", behavior="reference")
+    got = reward(["p"] * 6, images, metadata)
+    assert got[0] == 0.0 and got[1] == 0.0 and got[4] == 1.0 and math.isnan(got[5])
+    for i, phrases in ((2, ["green pizza", "red bench"]), (3, ["dog", "car"])):
+        expected = [_git_expected(git_dir, images[i], f"{p}?") for p in phrases]
+        assert got[i] == pytest.approx(sum(expected) / len(expected), abs=1e-5)
+    ours = GITVQAReward(checkpoint=git_dir, device="cpu")(["p"] * 6, images, metadata)
+    assert [math.isnan(v) for v in ours] == [False, True, False, True, True, True]  # ours: NaN = not applicable
+    assert ours[2] == pytest.approx(got[2], abs=1e-6)
+    with pytest.raises(ValueError, match="behavior"):
+        GITVQAReward(checkpoint=git_dir, device="cpu", behavior="paper")
+
+
 # ---- BLIP ----
 
 

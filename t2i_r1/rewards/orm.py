@@ -33,6 +33,13 @@ Choices, and differences from the reference (``reward_orm.py``):
    ``convert_llava_onevision_state_dict`` with a config from ``llava_onevision_config_from_original``.
 4. Batches are right-padded and read at each row's last real token (positions do not depend on the
    batch); images in chunks of ``batch_size``.
+5. ``behavior="reference"`` reproduces the reference's number for the reference-exact recipe: the
+   first answer token is *sampled* from the same logits at temperature 0.3 with transformers'
+   default top-k of 50 (the reference's ``generate(do_sample=True, temperature=0.3)`` sets no top-k
+   and the checkpoint is assumed to ship no generation config that changes it); a token other than
+   ``yes`` / ``no`` (lower-cased, stripped, as ``convert_ids_to_tokens`` spells it) scores 0, else
+   P(yes) / (P(yes) + P(no)) of that tempered, top-k-truncated distribution (reference L85-118). The
+   draws use ``seed`` (a CPU generator); only the first of the reference's up to 100 tokens matters.
 
 Dimensions: N images (rows), T tokens, I image tokens per image, H hidden size, V vocabulary.
 """
@@ -82,6 +89,10 @@ ORM_CHECKPOINT = CheckpointSpec(
     "its prompt",
     release="https://huggingface.co/CaraJ/ORM-T2I-R1 (linked from github.com/CaraJ7/T2I-R1)",
 )
+
+BEHAVIORS = ("ours", "reference")
+REFERENCE_TEMPERATURE = 0.3  # reference reward_orm.py L92
+REFERENCE_TOP_K = 50  # transformers' GenerationConfig default, in force in the reference's generate call
 
 DEFAULT_PROMPT_TEMPLATE = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -276,11 +287,22 @@ class OutputRewardModel:
         image_std: Sequence[float] = SIGLIP_STD,
         vision_num_heads: int = 16,
         vision_image_size: int = 384,
+        behavior: str = "ours",
+        seed: int | None = None,
     ) -> None:
+        """``behavior``: ``"ours"`` (one forward pass, P(yes) / (P(yes) + P(no)) at ``temperature``) or
+        ``"reference"`` (choice 5 of the module docstring; ``temperature`` is then the reference's 0.3 and
+        ``seed`` seeds the draws)."""
         if "{image}" not in prompt_template or "{prompt}" not in prompt_template:
             raise ValueError("prompt_template must contain '{image}' and '{prompt}'")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if behavior not in BEHAVIORS:
+            raise ValueError(f"behavior must be one of {BEHAVIORS}, got {behavior!r}")
+        if behavior == "reference" and temperature not in (1.0, REFERENCE_TEMPERATURE):
+            raise ValueError(f"behavior='reference' samples at the reference's temperature 0.3; got temperature={temperature}")
+        self.behavior = behavior
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.batch_size = check_batch_size(batch_size)
         self.prompt_template = prompt_template
         self.temperature = temperature
@@ -361,8 +383,25 @@ class OutputRewardModel:
         check_lengths(prompts, images, metadata)
         scores: list[float] = []
         for sl in chunks(len(images), self.batch_size):
+            if self.behavior == "reference":
+                scores.extend(self.reference_scores(self.yes_logits(prompts[sl], images[sl])))
+                continue
             logits = self.yes_logits(prompts[sl], images[sl]) / self.temperature  # [n, V]
             scores.extend(self.answers.probability(logits).cpu().tolist())
+        return scores
+
+    def reference_scores(self, logits: Tensor) -> list[float]:
+        """The reference's score from first-token logits [n, V]: sample a token at temperature 0.3 among the
+        top 50; 0 unless it reads yes / no, else P(yes) / (P(yes) + P(no)) of that distribution."""
+        logits = logits.float().cpu() / REFERENCE_TEMPERATURE  # [n, V]
+        kth = logits.topk(min(REFERENCE_TOP_K, logits.shape[-1]), dim=-1).values[:, -1:]  # [n, 1]
+        probs = logits.masked_fill(logits < kth, float("-inf")).softmax(dim=-1)  # [n, V]
+        drawn = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1).tolist()  # [n]
+        yes, no = self.tokenizer.convert_tokens_to_ids("yes"), self.tokenizer.convert_tokens_to_ids("no")
+        scores = []
+        for row, token in zip(probs, drawn):
+            word = self.tokenizer.convert_ids_to_tokens(token).lower().strip()
+            scores.append(float(row[yes] / (row[yes] + row[no])) if word in ("yes", "no") else 0.0)
         return scores
 
 

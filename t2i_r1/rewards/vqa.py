@@ -25,6 +25,11 @@ Choices, and differences from the reference:
    (transformers' own batched ``generate`` lets it attend to the padding; identical for one question).
 4. ``yes_probability(images, questions)`` is the lower-level call (one question per image, pairs),
    reused by the T2I-CompBench harness with its own phrases.
+5. ``behavior="reference"`` routes prompts as the reference's GIT reward does (``reward_git.py``
+   L46-74 of CaraJ7/T2I-R1 @2d9d4d1), for the reference-exact recipe: ``task_type`` spatial or
+   numeracy -> 0; a prompt with an ``attr_nouns`` list -> its phrases (an empty list -> NaN, the mean of
+   nothing); without one -> a question per noun ("dog?"), or 1 when it has no nouns. The scoring of
+   each question is the same as ours.
 
 Dimensions: U distinct images, Q questions (pairs), P questions per image (max), T text tokens, V vocab.
 """
@@ -56,6 +61,7 @@ from t2i_r1.rewards._common import (
 from t2i_r1.rewards.base import Metadata
 
 AGGREGATIONS = ("mean", "product")
+BEHAVIORS = ("ours", "reference")
 
 GIT_CHECKPOINT = CheckpointSpec(
     expected="a transformers GIT VQA directory (config.json, weights, preprocessor and tokenizer files)",
@@ -97,9 +103,13 @@ class _VQAReward:
         question_template: str = "{phrase}?",
         yes: Sequence[str] = ("yes",),
         no: Sequence[str] = ("no",),
+        behavior: str = "ours",
     ) -> None:
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation {aggregation!r}: expected one of {AGGREGATIONS}")
+        if behavior not in BEHAVIORS:
+            raise ValueError(f"behavior must be one of {BEHAVIORS}, got {behavior!r}")
+        self.behavior = behavior
         if "{phrase}" not in question_template:
             raise ValueError(f"question_template {question_template!r} must contain '{{phrase}}'")
         self.batch_size = check_batch_size(batch_size)
@@ -154,9 +164,10 @@ class _VQAReward:
         self, prompts: Sequence[str], images: Sequence[Image.Image], metadata: Sequence[Metadata]
     ) -> list[float]:
         check_lengths(prompts, images, metadata)
+        phrases, fixed = zip(*(self._route(meta) for meta in metadata)) if metadata else ((), ())
         pair_images, questions, owners = [], [], []
-        for i, (image, meta) in enumerate(zip(images, metadata)):
-            for phrase in meta.get("attr_nouns") or []:
+        for i, image in enumerate(images):
+            for phrase in phrases[i]:
                 pair_images.append(image)
                 questions.append(self.question_template.format(phrase=phrase))
                 owners.append(i)
@@ -164,7 +175,18 @@ class _VQAReward:
         per_image: list[list[float]] = [[] for _ in images]
         for i, p in zip(owners, probs):
             per_image[i].append(p)
-        return [aggregate_phrase_scores(s, self.aggregation) for s in per_image]
+        return [aggregate_phrase_scores(s, self.aggregation) if f is None else f for s, f in zip(per_image, fixed)]
+
+    def _route(self, meta: Metadata) -> tuple[list[str], float | None]:
+        """(phrases to ask about, fixed score or None) for one prompt, by ``behavior``."""
+        if self.behavior == "ours":
+            return list(meta.get("attr_nouns") or []), None
+        if meta.get("task_type") in ("spatial", "numeracy"):
+            return [], 0.0
+        if meta.get("attr_nouns") is not None:
+            return list(meta["attr_nouns"]), None  # [] -> NaN: the reference's np.mean of nothing
+        nouns = list(meta.get("nouns") or [])
+        return (nouns, None) if nouns else ([], 1.0)
 
 
 class GITVQAReward(_VQAReward):
