@@ -13,7 +13,8 @@ Dimensions (used in every shape comment below):
     T  tokens of one sequence (plan and image tokens side by side; see ``grpo_loss``)
     S  segments (``plan``, ``image``)
 
-Choices, and how they differ from the paper / the reference implementation (REFERENCE-NOTES.md):
+Choices, and how they differ from the paper / the reference implementation (REFERENCE-NOTES.md;
+every difference, with the reference-exact recipe, in docs/reference-differences.md):
  1. Group = all G * K images of one prompt, as in the paper: a plan and the images drawn from it are
     scored against every other plan and image of the same prompt.
  2. Advantage ``(r - mean) / (std + eps)`` with eps = 1e-4 and the sample (n - 1) std, as the
@@ -31,7 +32,8 @@ Choices, and how they differ from the paper / the reference implementation (REFE
     normalised again, so a weight states how many group-stds that reward is worth, and a reward with a
     large spread can no longer drown one with a small spread). Skipped NaN entries are not
     re-weighted: a group shares one prompt, so a reward that does not apply is usually NaN for the
-    whole group and shifts all members alike.
+    whole group and shifts all members alike. TRL's ``normalize_then_sum`` z-scores the weighted sum
+    once more over the whole batch; ours does not (its ``sum_then_normalize`` equals ours).
  6. Policy loss: PPO clip on the per-token ratio ``exp(logp - old_logp)`` against the sampling-time
     log-probs, with separate eps_low / eps_high (DAPO). The reference computes
     ``exp(lp - lp.detach())`` (ratio fixed at 1), so clipping never acts and several passes per
@@ -46,6 +48,8 @@ Choices, and how they differ from the paper / the reference implementation (REFE
     image 576, so in a plain token mean the plan gets ~10-15% of the gradient and is nearly ignored
     (the reference's behaviour). Weights are not re-normalised: an empty segment (the ``token``
     ablation has no plan) contributes 0 and leaves the other term at its own weight.
+    ``sequence_mean`` averages over the samples that have tokens; TRL's ``"grpo"`` loss divides by
+    every row, empty ones included (they never occur here: every sample has image tokens or a plan).
  9. Every mean is over the tensors passed in (one micro-batch on one process), as the reference does
     per device; the trainer decides how micro-batches and processes are averaged.
  10. Masked positions never reach ``exp``: their log-ratio is set to 0 first, so padding log-probs that

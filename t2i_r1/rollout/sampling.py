@@ -46,6 +46,9 @@ class PlanSamplingConfig:
     """Longest plan, EOS included; a plan that reaches it without EOS is kept whole (and truncated)."""
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int | None = None
+    """Sample among the k most likely tokens (before top_p); None = all. The reference's plans: 50,
+    transformers' ``generate`` default (configs/recipes/reference_exact_7b.yaml)."""
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -54,6 +57,8 @@ class PlanSamplingConfig:
             raise ValueError(f"plan.temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"plan.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"plan.top_k must be >= 1 or null, got {self.top_k}")
 
 
 @dataclass
@@ -188,7 +193,8 @@ def sample_plans(
         for t in range(L):
             logits = policy.text_logits(hidden).float() / config.temperature  # (N, V)
             log_p = logits.log_softmax(-1)
-            token = _sample(_probs(log_p, logits, _top_p_filter(logits, config.top_p)), generator)  # (N,)
+            filtered = _top_p_filter(_top_k_filter(logits, config.top_k), config.top_p)  # transformers' order
+            token = _sample(_probs(log_p, logits, filtered), generator)  # (N,)
             token = torch.where(done, torch.full_like(token, policy.pad_id), token)
             plan[:, t] = token
             logprobs[:, t] = torch.where(done, 0.0, log_p.gather(1, token[:, None]).squeeze(1))
