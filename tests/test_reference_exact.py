@@ -116,3 +116,35 @@ def test_normalize_then_sum_is_trls_before_its_batch_z_score():
     total = (per_reward * weights).sum(dim=1).view(-1, G)
     trl_stn = ((total - total.mean(dim=1, keepdim=True)) / (total.std(dim=1, keepdim=True) + 1e-4)).view(-1)
     assert torch.equal(sum_then_normalize(per_reward, weights, G)[0], trl_stn)
+
+
+# --- benchmarks/reference_differences.py on hand-made metadata ----------------------------------------
+
+
+def test_reference_differences_counts(tmp_path, capsys):
+    import json
+
+    from benchmarks.reference_differences import main
+
+    rows = [
+        {"prompt": "two cats", "task_type": "numeracy", "nouns": ["cat"], "numeracy_info": [{"obj_name": "cat", "num": 2}]},
+        {"prompt": "a mug on top of a desk", "task_type": "complex", "nouns": ["mug", "desk"],
+         "spatial_info": {"obj1": "mug", "obj2": "desk", "locality": "on top of"}},
+        {"prompt": "a cup above a bed", "task_type": "spatial", "nouns": ["cup", "bed"],
+         "spatial_info": {"obj1": "cup", "obj2": "bed", "locality": "above"}},
+        {"prompt": "a roll of paper towel", "task_type": "shape", "nouns": ["roll of paper towel"], "attr_nouns": ["roll"]},
+        {"prompt": "a dog and a dog and a cat", "task_type": "non", "nouns": ["dog", "dog", "cat"]},
+    ]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    main([str(path), "--scenes", "2", "--json", str(tmp_path / "out.json")])
+    out = json.loads((tmp_path / "out.json").read_text())
+    counts = {name.split(":")[0] if name.startswith("gdino ") else name: c["prompts"] for name, c in out["counts"].items()}
+    assert counts["gdino 1"] == counts["gdino 2"] == 1  # the numeracy prompt
+    assert counts["gdino 3"] == 1  # complex with spatial_info
+    assert counts["gdino 4"] == 1  # "roll of paper towel"
+    assert counts["gdino 6"] == 1 and counts["gdino 6b"] == 0  # dog, dog, cat
+    assert out["counts"]["gdino: 'above' / 'on top of' has no branch in the reference (kept: scored)"]["prompts"] == 1
+    assert out["counts"]["git: no attr_nouns (reference asks about each noun, ours NaN)"]["prompts"] == 2
+    assert out["agreement"]["shape"]["scenes"] == 2
+    assert "GroundingDINO, ours vs the reference" in capsys.readouterr().out
