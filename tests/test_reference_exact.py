@@ -148,3 +148,36 @@ def test_reference_differences_counts(tmp_path, capsys):
     assert out["counts"]["git: no attr_nouns (reference asks about each noun, ours NaN)"]["prompts"] == 2
     assert out["agreement"]["shape"]["scenes"] == 2
     assert "GroundingDINO, ours vs the reference" in capsys.readouterr().out
+
+
+# --- benchmarks/reference_exact_shapeworld.py: two steps of each configuration on the packaged model ---
+
+
+def test_reference_exact_shapeworld_benchmark_runs(tmp_path):
+    import argparse
+    import json
+
+    from benchmarks.reference_exact_shapeworld import configs, main
+    from t2i_r1.shapeworld.model import DEFAULT_ASSET
+
+    if not (DEFAULT_ASSET / "model.safetensors").is_file():
+        pytest.skip(f"needs the committed ShapeWorld checkpoint in {DEFAULT_ASSET}")
+    args = argparse.Namespace(model=str(DEFAULT_ASSET), steps=2, prompts_per_step=1, group=2, lr=None, out=str(tmp_path))
+    built = configs(args, 0, tmp_path / "p.jsonl")
+    ours, exact = built["ours"], built["reference-exact"]
+    # ours = the demo's settings (configs/recipes/rl_shapeworld.yaml); reference-exact = the 7B recipe's math
+    assert (ours.rollout.image.logprob_mode, ours.grpo.loss_aggregation, ours.grpo.beta) == ("guided", "segment_weighted", 0.0)
+    assert (exact.rollout.image.logprob_mode, exact.grpo.loss_aggregation, exact.grpo.beta) == ("conditional", "token_mean", 0.01)
+    assert (exact.grpo.num_iterations, exact.grpo.reward_aggregation) == (1, "sum_then_normalize")
+    assert (exact.rollout.plan.top_k, exact.optim.scheduler) == (50, "linear")
+    assert exact.optim.lr == ours.optim.lr and exact.rollout.image.guidance_scale == ours.rollout.image.guidance_scale
+
+    results = main(["--seeds", "1", "--steps", "2", "--group", "2", "--prompts-per-step", "1", "--train-prompts", "1",
+                    "--per-category", "1", "--samples", "1", "--threads", "1", "--out", str(tmp_path),
+                    "--json", str(tmp_path / "r.json")])
+    assert list(results["rows"]) == ["base", "ours", "reference-exact"]
+    for name in ("ours", "reference-exact"):
+        (run,) = results["runs"][name]
+        assert run["steps"] == 2 and len(run["train_reward"]) == 2
+        assert 0.0 <= run["table"]["overall"] <= 1.0
+    assert json.loads((tmp_path / "r.json").read_text())["reference_math"][0] == "grpo.beta=0.01"
