@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -92,19 +91,8 @@ def train_and_score(config, args: argparse.Namespace) -> dict:
             "table": evaluate(trainer.policy, args, config.rollout.image.guidance_scale)}
 
 
-def print_table(rows: dict[str, list[dict[str, float]]]) -> None:
-    categories = list(next(iter(rows.values()))[0])
-    print(f"{'':<16}" + "".join(f"{c:>14}" for c in categories))
-    for name, tables in rows.items():
-        cells = []
-        for c in categories:
-            values = [100 * t[c] for t in tables]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.1f}+-{sd:.1f}")
-        print(f"{name:<16}" + "".join(f"{cell:>14}" for cell in cells))
-
-
 def main(argv: list[str] | None = None) -> dict:
+    from benchmarks.shapeworld_recipes import print_rows
     from t2i_r1.shapeworld.model import DEFAULT_ASSET, load_policy
     from t2i_r1.shapeworld.recipes import write_prompts
 
@@ -138,9 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
             rows[name].append(result["table"])
             print(f"{name} seed {seed}: {result['steps']} steps in {result['seconds']:.0f}s, held-out overall "
                   f"{100 * result['table']['overall']:.1f}% ({time.time() - t0:.0f}s)", flush=True)
-    print(f"\nHeld-out success rate (%), mean +- std over {args.seeds} seeds "
-          f"({args.per_category} prompts per category x {args.samples} images, eval seed {args.eval_seed}):")
-    print_table(rows)
+    print_rows(f"Held-out success rate (%), mean +- std over {args.seeds} seeds ({args.per_category} prompts per "
+               f"category x {args.samples} images, eval seed {args.eval_seed}):", rows)
     print(f"\ntotal {time.time() - t0:.0f}s")
     results = {"rows": rows, "runs": runs, "reference_math": reference_math_overrides(), "args": vars(args)}
     if args.json:
