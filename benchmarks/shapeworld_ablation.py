@@ -1,19 +1,19 @@
 """The paper's ablation in miniature on ShapeWorld: base / token-only / semantic-only / BiCoT-GRPO.
 
-Each trained row runs the demo's BiCoT-GRPO (``t2i_r1.shapeworld.demo.run_grpo``, same reward,
-budget and prompts) from the committed checkpoint with ``rollout.mode`` set to ``token``, ``semantic``
-or ``bicot``, once per seed, and is scored on the same held-out prompts; the table prints the mean and
-standard deviation over seeds per category. Token-only draws images without plans (and is evaluated
-that way); the others plan first. Diversity: images for one simple prompt, base vs each trained mode,
-measured as the mean pairwise pixel distance and the share of distinct detected layouts.
+Each trained row runs the demo's BiCoT-GRPO (``t2i_r1.shapeworld.demo.run_grpo``: same reward, steps
+and training prompts) from the checkpoint with ``rollout.mode`` set to ``token``, ``semantic`` or
+``bicot``, once per training seed, and every row is scored with one ShapeWorld protocol
+(``t2i_r1.shapeworld.protocol.Protocol``: the same held-out prompts and sampling seed). Token-only
+draws images without plans (and is scored that way); the others plan first. The base rows do not
+train, so they have one value; the protocol's own sampling noise is reported beside them (bootstrap
+over held-out prompts). Gaps between rows come with their standard error (independent seeds).
+Diversity: 16 images of one simple prompt per row, as the mean pairwise pixel distance and the
+share of distinct detected layouts.
 
-    python -m benchmarks.shapeworld_ablation --seeds 3 --minutes 6     # about 1 hour on 2 cores
-    python -m benchmarks.shapeworld_ablation --seeds 3 --jobs 2 --threads 1   # two runs at a time
+    python -m benchmarks.shapeworld_ablation --seeds 5 --jobs 2 --threads 1 --out benchmarks/results/shapeworld_ablation
 
 ``--jobs N`` trains N (mode, seed) runs at once in separate processes (``--threads`` each); the
-numbers do not depend on it.
-
-Not run by the tests.
+numbers do not depend on it. Not run by the tests (a two-step run of it is).
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import argparse
 import concurrent.futures
 import itertools
 import json
+import math
 import multiprocessing
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +33,8 @@ import numpy as np
 import torch
 
 MODES = ("token", "semantic", "bicot")
+ROWS = ("base, plan", "base, no plan", *MODES)
+DIVERSITY_PROMPT = "a yellow circle and a red triangle"
 
 
 def diversity(images: list[np.ndarray], prompt) -> dict[str, float]:
@@ -46,45 +50,96 @@ def diversity(images: list[np.ndarray], prompt) -> dict[str, float]:
     return {"pixel_distance": float(np.mean(pairs)), "distinct_layouts": len(layouts) / len(images)}
 
 
-def held_out(args):
-    """The held-out prompts every row is scored on, and the simple prompt of the diversity figure."""
-    from t2i_r1.shapeworld.grammar import prompt_set
+def protocol_of(args):
+    from t2i_r1.shapeworld.protocol import Protocol
 
-    return prompt_set("heldout", args.per_category, seed=0), prompt_set("heldout", 1, seed=0, categories=("color",))[0]
+    return Protocol(per_cell=args.per_cell, samples=args.samples, seed=args.eval_seed, guidance=args.guidance)
 
 
-def score(policy, held, args, use_plan: bool, seed: int) -> dict[str, float]:
+def simple_prompt():
+    from t2i_r1.shapeworld.grammar import ObjectSpec, Prompt
+
+    return Prompt(DIVERSITY_PROMPT, "color", (ObjectSpec(shape="circle", color="yellow"), ObjectSpec(shape="triangle", color="red")))
+
+
+def score_row(policy, args, use_plan: bool) -> dict:
+    """Tables of one model under the protocol, the per-prompt scores (for the bootstrap) and diversity."""
+    from t2i_r1.shapeworld.demo import tables_of
     from t2i_r1.shapeworld.model import evaluate_policy
 
-    return evaluate_policy(policy, held, use_plan=use_plan, samples=args.samples, seed=seed + 1,
-                           guidance_scale=args.guidance).table()
-
-
-def diverse(policy, simple, args, use_plan: bool) -> dict[str, float]:
-    from t2i_r1.shapeworld.model import evaluate_policy
-
-    r = evaluate_policy(policy, [simple], use_plan=use_plan, samples=args.diversity_samples, seed=99,
-                        guidance_scale=args.guidance)
-    return diversity(r.images, simple)
+    result = protocol_of(args).evaluate(policy, use_plan=use_plan)
+    k = args.samples
+    per_prompt = [float(np.mean(result.scores[i * k : (i + 1) * k])) for i in range(len(result.prompts))]
+    simple = simple_prompt()
+    div = evaluate_policy(policy, [simple], use_plan=use_plan, samples=args.diversity_samples, seed=99,
+                          guidance_scale=args.guidance)
+    return {"tables": tables_of(result), "per_prompt": per_prompt, "diversity": diversity(div.images, simple)}
 
 
 def train_and_score(args: argparse.Namespace, mode: str, seed: int) -> dict:
-    """One trained row entry: BiCoT-GRPO in ``mode`` from the checkpoint, then the held-out table (and the
-    diversity of the last seed's model)."""
+    """One trained row entry: BiCoT-GRPO in ``mode`` from the checkpoint, then the protocol's tables."""
     from t2i_r1.shapeworld.demo import run_grpo
     from t2i_r1.shapeworld.model import load_policy
 
     torch.set_num_threads(args.threads)
-    held, simple = held_out(args)
     policy = load_policy(args.model_dir)
     run_args = argparse.Namespace(**{**vars(args), "mode": mode, "seed": seed,
-                                     "out": str(Path(args.out) / f"{mode}-seed{seed}")})  # one log per run
-    training = run_grpo(policy, args.model_dir, run_args, log=lambda s: None)
-    out = {"mode": mode, "seed": seed, "steps": training["steps"],
-           "table": score(policy, held, args, mode != "token", seed)}
-    if seed == args.seeds - 1:
-        out["diversity"] = diverse(policy, simple, args, mode != "token")
-    return out
+                                     "out": str(Path(args.out) / f"{mode}-seed{seed}")})
+    t0 = time.time()
+    training = run_grpo(policy, args.model_dir, run_args, log=lambda s: None, progress=False)
+    row = score_row(policy, args, mode != "token")
+    return {"mode": mode, "seed": seed, "steps": training["steps"], "train_seconds": training["seconds"],
+            "seconds": time.time() - t0, "reward_history": training["history"][-1:], **row}
+
+
+def bootstrap_se(per_prompt: list[float], categories: list[str], draws: int = 1000, seed: int = 0) -> float:
+    """Standard error (points) of the overall score from resampling held-out prompts within categories:
+    the protocol's own sampling noise, with the model fixed."""
+    rng = np.random.default_rng(seed)
+    by_cat: dict[str, np.ndarray] = {}
+    for c in dict.fromkeys(categories):
+        by_cat[c] = np.asarray([v for v, cc in zip(per_prompt, categories) if cc == c])
+    overall = []
+    for _ in range(draws):
+        overall.append(np.mean([rng.choice(v, size=len(v)).mean() for v in by_cat.values()]))
+    return 100 * float(np.std(overall))
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    n = len(values)
+    sd = statistics.stdev(values) if n > 1 else 0.0
+    return {"mean": statistics.mean(values), "std": sd, "se": sd / math.sqrt(n), "n": n}
+
+
+def format_report(rows: dict[str, list[dict]], protocol_text: str, eval_se: float, args) -> str:
+    """The tables: success per category, per phrasing group, plans right and diversity, each row mean +-
+    std over training seeds [standard error]; then the gaps between rows."""
+    lines = [f"Held-out success rate (%), {protocol_text}; trained rows: mean +- std [standard error] over "
+             f"{args.seeds} training seeds, {args.steps} steps each; base rows: one model "
+             f"(protocol sampling noise: SE {eval_se:.1f} points on overall, bootstrap over prompts)"]
+    for measure, view in (("success", "by category"), ("success", "by phrasing"), ("plans right", "by phrasing")):
+        first = next(r for r in rows.values() if measure in r[0]["tables"])["tables"][measure][view]
+        keys = [k for k in first if k != "overall"] + (["overall"] if "overall" in first else [])
+        lines += ["", f"{measure}, {view}", f"{'':<15}" + "".join(f"{k:>24}" for k in keys)]
+        for name, entries in rows.items():
+            if measure not in entries[0]["tables"]:
+                continue
+            cells = []
+            for k in keys:
+                s = summary([100 * e["tables"][measure][view][k] for e in entries])
+                cells.append(f"{s['mean']:.1f}+-{s['std']:.1f} [{s['se']:.1f}]" if s["n"] > 1 else f"{s['mean']:.1f}")
+            lines.append(f"{name:<15}" + "".join(f"{c:>24}" for c in cells))
+    lines += ["", f"diversity on {DIVERSITY_PROMPT!r} ({args.diversity_samples} images; last seed's model)"]
+    for name, entries in rows.items():
+        d = entries[-1]["diversity"]
+        lines.append(f"{name:<15} pixel distance {d['pixel_distance']:.3f}   distinct layouts {100 * d['distinct_layouts']:.0f}%")
+    lines += ["", "gaps in overall success (points): gap, its standard error (seeds independent), gap / SE"]
+    for a, b in (("bicot", "base, plan"), ("bicot", "semantic"), ("semantic", "token"), ("token", "base, no plan")):
+        sa, sb = (summary([100 * e["tables"]["success"]["by category"]["overall"] for e in rows[r]]) for r in (a, b))
+        se = math.sqrt(sa["se"] ** 2 + sb["se"] ** 2 + (eval_se**2 if min(sa["n"], sb["n"]) == 1 else 0.0))
+        gap = sa["mean"] - sb["mean"]
+        lines.append(f"{a} - {b}: {gap:+.1f}, SE {se:.1f}, {gap / se if se else float('inf'):.1f} SE")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,55 +147,57 @@ def main(argv: list[str] | None = None) -> None:
     from t2i_r1.shapeworld.model import DEFAULT_ASSET, load_policy
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    demo_arguments(parser)  # same training knobs as the demo (--steps, --minutes, --lr, --group, ...)
-    parser.add_argument("--seeds", type=int, default=3)
+    demo_arguments(parser)  # the demo's training and protocol knobs (--steps, --lr, --per-cell, ...)
+    parser.set_defaults(per_cell=20, out="runs/shapeworld_ablation")
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=1, help="training runs at once, each in its own process")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--diversity-samples", type=int, default=16)
-    parser.add_argument("--json", default=None, help="also write all numbers here")
+    parser.add_argument("--write-spread", default=None,
+                        help="write the BiCoT row's change over the base (mean, std over seeds) to this JSON file "
+                             "(the demo prints it when it sits in the checkpoint as seed_spread.json)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
     torch.set_num_threads(args.threads)
     args.model_dir = str(args.model or DEFAULT_ASSET)
-    held, simple = held_out(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    protocol = protocol_of(args)
     t0 = time.time()
 
     base = load_policy(args.model_dir)
-    rows: dict[str, list[dict[str, float]]] = {
-        "base (plan)": [score(base, held, args, True, s) for s in range(args.seeds)],
-        "base (no plan)": [score(base, held, args, False, s) for s in range(args.seeds)],
-    }
-    div = {"base (plan)": diverse(base, simple, args, True), "base (no plan)": diverse(base, simple, args, False)}
-    runs = [(mode, seed) for mode in MODES for seed in range(args.seeds)]
+    rows: dict[str, list[dict]] = {"base, plan": [score_row(base, args, True)], "base, no plan": [score_row(base, args, False)]}
+    prompts = protocol.prompts()
+    eval_se = bootstrap_se(rows["base, plan"][0]["per_prompt"], [p.category for p in prompts])
+    print(f"base: {100 * rows['base, plan'][0]['tables']['success']['by category']['overall']:.1f}% with plan, "
+          f"{100 * rows['base, no plan'][0]['tables']['success']['by category']['overall']:.1f}% without "
+          f"({time.time() - t0:.0f}s)", flush=True)
+    runs = [(mode, seed) for mode in args.modes for seed in range(args.seeds)]
     results = []
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(train_and_score, args, mode, seed) for mode, seed in runs]
         for future in concurrent.futures.as_completed(futures):
             r = future.result()
             results.append(r)
-            print(f"{r['mode']} seed {r['seed']}: {r['steps']} steps, overall {100 * r['table']['overall']:.1f}% "
-                  f"({time.time() - t0:.0f}s)", flush=True)
-    for mode in MODES:
-        mine = sorted((r for r in results if r["mode"] == mode), key=lambda r: r["seed"])
-        rows[mode] = [r["table"] for r in mine]
-        div[mode] = mine[-1]["diversity"]  # the last seed's model
-
-    categories = list(rows["base (plan)"][0])
-    print(f"\nHeld-out success rate (%), mean +- std over {args.seeds} seeds; {len(held)} prompts x {args.samples} images")
-    print(f"{'':<16}" + "".join(f"{c:>14}" for c in categories))
-    for name, tables in rows.items():
-        cells = []
-        for c in categories:
-            values = [100 * t[c] for t in tables]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):7.1f}+-{sd:<5.1f}")
-        print(f"{name:<16}" + "".join(f"{cell:>14}" for cell in cells))
-    print(f"\nDiversity on {simple.text!r} ({args.diversity_samples} images)")
-    for name, d in div.items():
-        print(f"{name:<16} pixel distance {d['pixel_distance']:.3f}   distinct layouts {100 * d['distinct_layouts']:.0f}%")
-    print(f"\ntotal {time.time() - t0:.0f}s")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "diversity": div, "args": vars(args)}, indent=2, default=str))
+            print(f"{r['mode']} seed {r['seed']}: {r['steps']} steps in {r['train_seconds']:.0f}s, overall "
+                  f"{100 * r['tables']['success']['by category']['overall']:.1f}% ({time.time() - t0:.0f}s)", flush=True)
+    for mode in args.modes:
+        rows[mode] = sorted((r for r in results if r["mode"] == mode), key=lambda r: r["seed"])
+    text = format_report(rows, protocol.describe(), eval_se, args)
+    text += f"\n\ntotal {time.time() - t0:.0f}s"
+    print("\n" + text)
+    (out / "report.txt").write_text(text + "\n")
+    (out / "results.json").write_text(json.dumps(
+        {"rows": {k: [{kk: vv for kk, vv in e.items() if kk != "per_prompt"} for e in v] for k, v in rows.items()},
+         "protocol": protocol.to_dict(), "eval_se": eval_se, "args": vars(args)}, indent=2, default=str) + "\n")
+    if args.write_spread and "bicot" in rows:
+        base_overall = 100 * rows["base, plan"][0]["tables"]["success"]["by category"]["overall"]
+        changes = [100 * e["tables"]["success"]["by category"]["overall"] - base_overall for e in rows["bicot"]]
+        s = summary(changes)
+        command = "python -m benchmarks.shapeworld_ablation " + " ".join(argv if argv is not None else sys.argv[1:])
+        Path(args.write_spread).write_text(json.dumps(
+            {"seeds": s["n"], "mean": s["mean"], "std": s["std"], "changes": changes, "command": command}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

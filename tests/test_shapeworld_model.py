@@ -7,7 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from t2i_r1.shapeworld import CATEGORIES, parse_plan, prompt_set, render, sample_example, score, words
+from t2i_r1.shapeworld import (
+    ALL_FAMILIES,
+    CATEGORIES,
+    FAMILIES,
+    TRAIN_FAMILIES,
+    parse_plan,
+    prompt_set,
+    render,
+    sample_example,
+    score,
+    words,
+)
 from t2i_r1.shapeworld.model import (
     DEFAULT_ASSET,
     REASONING_TEMPLATE,
@@ -45,7 +56,7 @@ def test_tokenizer_round_trip_and_no_unknown_words():
     tok = build_tokenizer()
     unk = tok.convert_tokens_to_ids(UNK)
     rng = np.random.default_rng(0)
-    examples = sample_examples(3 * len(CATEGORIES), rng, split=None)
+    examples = sample_examples(3 * len(CATEGORIES) * len(ALL_FAMILIES), rng, split=None, families=ALL_FAMILIES)
     for ex in examples:
         plan, prompt = ex.plan.text(), ex.prompt.text
         plan_ids = tok(plan, add_special_tokens=False)["input_ids"]
@@ -211,7 +222,7 @@ def test_pretraining_runs_end_to_end_on_a_small_budget(tmp_path):
     norms = policy.model.model.vqmodel.quantize.embedding.weight.norm(dim=-1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
     before = {n: p.clone() for n, p in policy.model.named_parameters() if n.startswith("model.language_model.")}
-    lm = train_lm(policy, LMTrainConfig(max_steps=3, batch=4, examples=8, eval_every_minutes=1e9), log=lambda s: None)
+    lm = train_lm(policy, LMTrainConfig(max_steps=3, batch=4, examples=8, eval_every=0), log=lambda s: None)
     assert lm["steps"] == 3
     changed = [n for n, p in policy.model.named_parameters() if n in before and not torch.equal(p, before[n])]
     assert changed, "the language model did not train"
@@ -266,9 +277,10 @@ def test_demo_reward_and_train_prompts_flags_reach_the_trainer(tmp_path, monkeyp
     training = run_grpo(policy, str(DEFAULT_ASSET), args, log=lambda s: None)
     assert [h["reward"] for h in training["history"]] == [1.0, 1.0, 1.0]
     assert len(scored) == 3 * 3 * 2
-    # One prompt per category: 9 draws from the demo's 7 training prompts for seed 0.
-    allowed = {p.text for p in prompt_set("train", 1, seed=100)}
-    assert set(scored) <= allowed and len(set(scored)) == len(allowed)
+    # One prompt per category and training family (42 for seed 0): 9 draws without replacement.
+    allowed = {p.text for p in prompt_set("train", 1, seed=100, families=TRAIN_FAMILIES)}
+    assert len(allowed) == len(CATEGORIES) * len(TRAIN_FAMILIES)
+    assert set(scored) <= allowed and len(set(scored)) == 9
 
 
 @needs_asset
@@ -310,22 +322,32 @@ def test_demo_end_to_end_writes_tables_and_grids(tmp_path):
 
     from t2i_r1.shapeworld.demo import main
 
-    main(["--steps", "1", "--per-category", "1", "--samples", "1", "--prompts-per-step", "1", "--group", "2",
+    from t2i_r1.shapeworld.protocol import Protocol, report
+
+    main(["--steps", "1", "--per-cell", "1", "--samples", "1", "--prompts-per-step", "1", "--group", "2",
           "--seed", "5", "--eval-seed", "3", "--threads", "1", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["training"]["steps"] == 1
     tables = results["tables"]
-    assert set(tables) == {"before", "after", "change"}
-    assert tables["change"]["overall"] == pytest.approx(tables["after"]["overall"] - tables["before"]["overall"])
+    assert set(tables) == {f"{m} {v}" for m in ("success", "plans right") for v in ("by category", "by phrasing")}
+    for table in tables.values():
+        assert set(table) == {"before", "after", "change"}
+        assert table["change"] == pytest.approx({k: table["after"][k] - v for k, v in table["before"].items()})
+    assert set(tables["success by phrasing"]["before"]) == {"seen in pretraining", "seen in RL only", "unseen"}
     assert (tmp_path / "before.png").is_file() and (tmp_path / "after.png").is_file()
-    held = prompt_set("heldout", 1, seed=3)
+    # The "before" column is the base scored with the protocol of --eval-seed, whatever the training seed.
+    protocol = Protocol(per_cell=1, samples=1, seed=3)
+    assert results["protocol"] == protocol.to_dict()
+    held = protocol.prompts()
+    assert len(held) == sum(FAMILIES[f].covers(c) for f in ALL_FAMILIES for c in CATEGORIES)
     base_policy = load_policy(DEFAULT_ASSET)
-    base = evaluate_policy(base_policy, held, use_plan=True, samples=1, seed=4, guidance_scale=3.0)
-    assert tables["before"] == pytest.approx(base.table())
+    base = protocol.evaluate(base_policy)
+    assert tables["success by category"]["before"] == pytest.approx(base.table())
+    assert tables["plans right by phrasing"]["before"] == pytest.approx(report(held, base.plan_scores)["by phrasing"])
     trained = load_policy(tmp_path / "model")  # the saved checkpoint is the model the "after" table scored
     assert trained.reasoning_template == base_policy.reasoning_template
-    after = evaluate_policy(trained, held, use_plan=True, samples=1, seed=4, guidance_scale=3.0)
-    assert tables["after"] == pytest.approx(after.table())
+    after = protocol.evaluate(trained)
+    assert tables["success by category"]["after"] == pytest.approx(after.table())
 
 
 @needs_asset
@@ -339,7 +361,7 @@ def test_demo_log_shows_the_kl_of_each_part_when_beta_is_set(tmp_path):
     lines = []
     args = parser.parse_args(["--steps", "1", "--prompts-per-step", "1", "--group", "2", "--beta", "0.01",
                               "--out", str(tmp_path)])
-    run_grpo(load_policy(DEFAULT_ASSET), str(DEFAULT_ASSET), args, log=lines.append)
+    run_grpo(load_policy(DEFAULT_ASSET), str(DEFAULT_ASSET), args, log=lines.append, progress=False)
     assert "plan/kl 0.0000" in lines[0] and "image/kl 0.0000" in lines[0]  # segment-weighted: one per part
 
 
@@ -360,16 +382,17 @@ def test_pretrain_command_passes_its_flags_to_the_stage_configs(tmp_path, monkey
 
     seen = []
     monkeypatch.setattr(pretrain_module, "pretrain", lambda out, **kw: seen.append((out, kw)))
-    main(["pretrain", "--out", str(tmp_path), "--minutes", "7", "--vq-minutes", "3", "--batch", "8", "--lr", "1e-3",
-          "--threads", str(torch.get_num_threads())])
+    main(["pretrain", "--out", str(tmp_path), "--steps", "70", "--vq-steps", "30", "--minutes", "7", "--vq-minutes", "3",
+          "--batch", "8", "--lr", "1e-3", "--threads", str(torch.get_num_threads())])
     (out, kw), = seen
     assert out == str(tmp_path)
-    assert (kw["lm"].minutes, kw["lm"].batch, kw["lm"].lr) == (7.0, 8, 1e-3)
-    assert kw["vq"].minutes == 3.0
+    assert (kw["lm"].max_steps, kw["lm"].minutes, kw["lm"].batch, kw["lm"].lr) == (70, 7.0, 8, 1e-3)
+    assert (kw["vq"].max_steps, kw["vq"].minutes) == (30, 3.0)
     main(["pretrain", "--out", str(tmp_path), "--threads", str(torch.get_num_threads())])
     lm, vq, lm_defaults, vq_defaults = seen[1][1]["lm"], seen[1][1]["vq"], LMTrainConfig(), VQTrainConfig()
-    assert (lm.lr, lm.batch, lm.examples) == (lm_defaults.lr, lm_defaults.batch, lm_defaults.examples)
-    assert vq.batch == vq_defaults.batch
+    fields = ("max_steps", "minutes", "lr", "batch", "examples", "eval_every", "families")
+    assert [getattr(lm, f) for f in fields] == [getattr(lm_defaults, f) for f in fields]
+    assert (vq.max_steps, vq.minutes, vq.batch) == (vq_defaults.max_steps, vq_defaults.minutes, vq_defaults.batch)
 
 
 @needs_asset

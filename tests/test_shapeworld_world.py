@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from t2i_r1.shapeworld import (
+    ALL_FAMILIES,
     CATEGORIES,
     COLORS,
+    FAMILIES,
     DEFAULT_WORLD,
     PALETTE,
     REGIONS,
@@ -105,12 +107,18 @@ def test_relations_and_regions():
 # Grammar and metadata
 
 
+@pytest.mark.parametrize("phrasing", ALL_FAMILIES)
 @pytest.mark.parametrize("category", CATEGORIES)
-def test_grammar_covers_every_category(category):
+def test_grammar_covers_every_category(category, phrasing):
+    if not FAMILIES[phrasing].covers(category):
+        with pytest.raises(ValueError, match="cannot word"):
+            sample_prompt(category, np.random.default_rng(1), phrasing=phrasing)
+        return
     rng = np.random.default_rng(1)
     vocab = set(vocabulary())
-    for _ in range(40):
-        p = sample_prompt(category, rng)
+    for _ in range(20):
+        p = sample_prompt(category, rng, phrasing=phrasing)
+        assert p.phrasing == phrasing and (p.text == p.canonical) == (phrasing == "plain")
         md = p.metadata()
         assert md["task_type"] == category and md["prompt"] == p.text
         assert md["nouns"] and set(md["nouns"]) <= {"circle", "square", "triangle"}
@@ -132,7 +140,7 @@ def test_grammar_covers_every_category(category):
         if category == "reasoning":
             assert p.riddles
             for r in p.riddles:
-                assert r.phrase in p.text
+                assert r.phrase in p.canonical
 
 
 def test_reasoning_riddles_resolve():
@@ -241,14 +249,17 @@ def test_plan_check_catches_wrong_plans():
 
 
 def test_splits_are_deterministic_and_disjoint():
-    train = prompt_set("train", 15, seed=0)
-    heldout = prompt_set("heldout", 15, seed=0)
-    assert [p.text for p in train] == [p.text for p in prompt_set("train", 15, seed=0)]
-    assert len(train) == len(heldout) == 15 * len(CATEGORIES)
-    assert not {p.text for p in train} & {p.text for p in heldout}
-    assert all(split_of(p.text) == "heldout" for p in heldout)
+    train = prompt_set("train", 5, seed=0, families=ALL_FAMILIES)
+    heldout = prompt_set("heldout", 5, seed=0, families=ALL_FAMILIES)
+    assert [p.text for p in train] == [p.text for p in prompt_set("train", 5, seed=0, families=ALL_FAMILIES)]
+    cells = sum(FAMILIES[f].covers(c) for f in ALL_FAMILIES for c in CATEGORIES)
+    assert len(train) == len(heldout) == 5 * cells
+    # Combinations are held out in every wording: no canonical content is on both sides.
+    assert not {p.canonical for p in train} & {p.canonical for p in heldout}
+    assert all(split_of(p) == "heldout" for p in heldout) and all(split_of(p) == "train" for p in train)
     for c in CATEGORIES:
-        assert sum(p.category == c for p in train) == 15
+        for f in ALL_FAMILIES:
+            assert sum(p.category == c and p.phrasing == f for p in train) == 5 * FAMILIES[f].covers(c)
     # The hash sends about a fifth of all texts to held-out.
     texts = [f"prompt number {i}" for i in range(4000)]
     share = sum(split_of(t) == "heldout" for t in texts) / len(texts)
@@ -258,6 +269,6 @@ def test_splits_are_deterministic_and_disjoint():
 def test_vocabulary_is_small_and_complete():
     vocab = vocabulary()
     assert vocab == sorted(set(vocab))
-    assert 60 <= len(vocab) <= 120
+    assert 100 <= len(vocab) <= 160
     for word in (*COLORS, *words(" ".join(REGIONS)), "as", "many", ";", ","):
         assert word in vocab

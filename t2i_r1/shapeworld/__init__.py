@@ -1,6 +1,7 @@
 """ShapeWorld: a small compositional world with exact ground truth, where BiCoT-GRPO can be shown
-to work on a CPU. ``world`` draws scenes, ``grammar`` writes prompts, riddles and plans with their
-ground truth, ``evaluator`` detects objects in images and scores them against a prompt."""
+to work on a CPU. ``world`` draws scenes, ``grammar`` draws prompts and plans with their ground truth,
+``phrasing`` words prompts in phrasing families, ``evaluator`` detects objects in images and scores
+them against a prompt, ``protocol`` is the one way every command scores a model."""
 
 from t2i_r1.shapeworld.evaluator import (
     Detection,
@@ -16,7 +17,6 @@ from t2i_r1.shapeworld.evaluator import (
 )
 from t2i_r1.shapeworld.grammar import (
     CATEGORIES,
-    RIDDLES,
     Example,
     ObjectSpec,
     Plan,
@@ -37,6 +37,14 @@ from t2i_r1.shapeworld.grammar import (
     sample_scene,
     scene_for_plan,
     split_of,
+)
+from t2i_r1.shapeworld.phrasing import (
+    ALL_FAMILIES,
+    FAMILIES,
+    PRETRAIN_FAMILIES,
+    RIDDLES,
+    TRAIN_FAMILIES,
+    Family,
     vocabulary,
     words,
 )
@@ -60,7 +68,7 @@ from t2i_r1.shapeworld.world import (
 )
 
 __all__ = [
-    "CATEGORIES", "COLORS", "DEFAULT_WORLD", "PALETTE", "REGIONS", "RELATIONS", "RIDDLES", "SHAPES", "SIZES",
+    "ALL_FAMILIES", "FAMILIES", "Family", "PRETRAIN_FAMILIES", "TRAIN_FAMILIES", "CATEGORIES", "COLORS", "DEFAULT_WORLD", "PALETTE", "REGIONS", "RELATIONS", "RIDDLES", "SHAPES", "SIZES",
     "TEXTURES", "Detection", "Detector", "DetectorConfig", "Evaluation", "Example", "LayoutError", "ObjectSpec",
     "Plan", "PlanItem", "PlanParseError", "Prompt", "Relation", "Riddle", "RiddleUse", "Scene", "SceneObject",
     "ShapeWorldEvaluator", "Verdict", "WorldConfig", "canonical_example", "check_plan", "evaluate", "judge",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -28,13 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="shapeworld_command", required=True, metavar="SUBCOMMAND")
     p = sub.add_parser("pretrain", help="train the VQ tokenizer and the language model from scratch")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--minutes", type=float, default=27.0, help="language-model budget in wall-clock minutes")
-    p.add_argument("--vq-minutes", type=float, default=15.0, help="VQ budget in wall-clock minutes")
-    p.add_argument("--examples", type=int, default=12_000, help="training examples for the language model")
+    p.add_argument("--steps", type=int, default=18_000, help="language-model steps")
+    p.add_argument("--vq-steps", type=int, default=2000,
+                   help="most VQ steps (it stops earlier once reconstructions keep the evaluator's verdict)")
+    p.add_argument("--minutes", type=float, default=None, help="optional wall-clock cap of the language model (off)")
+    p.add_argument("--vq-minutes", type=float, default=None, help="optional wall-clock cap of the VQ (off)")
+    p.add_argument("--examples", type=int, default=36_000, help="training examples for the language model")
     p.add_argument("--batch", type=int, default=32, help="language-model batch size")
     p.add_argument("--lr", type=float, default=2e-3, help="language-model peak learning rate (warmup, then cosine)")
     p.add_argument("--vq-batch", type=int, default=16, help="VQ batch size")
-    p.add_argument("--eval-every", type=float, default=5.0, help="minutes between held-out evaluations")
+    p.add_argument("--eval-every", type=int, default=3000, help="steps between held-out evaluations (0: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--workers", type=int, default=1, help="processes drawing training scenes")
@@ -43,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also write vq.safetensors and lm-<step>.safetensors (trained weights) at each evaluation")
     e = sub.add_parser("eval", help="score a checkpoint on held-out prompts, with and without plans")
     e.add_argument("--model", default=None, help="checkpoint directory (default: the packaged one)")
-    e.add_argument("--per-category", type=int, default=20, help="held-out prompts per category")
+    e.add_argument("--per-cell", type=int, default=10, help="held-out prompts per category and phrasing family")
     e.add_argument("--samples", type=int, default=2, help="images per prompt")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
@@ -51,12 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--json", default=None, help="also write the tables to this file")
     pr = sub.add_parser("prompts", help="write prompts with their ground truth (JSON lines) for t2i-r1 train")
     pr.add_argument("--out", required=True, help="file to write (.jsonl)")
-    pr.add_argument("--per-category", type=int, default=60, help="prompts per category")
+    pr.add_argument("--per-cell", type=int, default=10, help="prompts per category and phrasing family")
+    pr.add_argument("--families", nargs="+", default=None, help="phrasing families (default: the training families)")
     pr.add_argument("--seed", type=int, default=100, help="100 draws the demo's training prompts")
     pr.add_argument("--split", default="train", choices=["train", "heldout"])
     t = sub.add_parser("triples", help="render training scenes and write triples.jsonl (image, prompt, exact plan) for SFT")
     t.add_argument("--out", required=True, help="directory for images/ and triples.jsonl")
-    t.add_argument("--per-category", type=int, default=50, help="prompts per category")
+    t.add_argument("--per-cell", type=int, default=8, help="prompts per category and phrasing family")
+    t.add_argument("--families", nargs="+", default=None, help="phrasing families (default: the training families)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--split", default="train", choices=["train", "heldout"])
     pl = sub.add_parser("planner", help="train a small separate planner (LlamaForCausalLM) on prompt -> plan")
@@ -73,17 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pl.add_argument("--threads", type=int, default=2)
 
 
-def print_table(tables: dict[str, dict[str, float]], file=None) -> None:
-    """Rows = categories (then overall), one column per table; ``file`` defaults to the *current*
-    ``sys.stdout`` (not the one at import time, which a redirection may since have closed)."""
-    file = file or sys.stdout
-    names = list(tables)
-    rows = [r for r in next(iter(tables.values())) if r != "overall"] + ["overall"]
-    print(f"{'category':<11}" + "".join(f"{n:>14}" for n in names), file=file)
-    for r in rows:
-        print(f"{r:<11}" + "".join(f"{100 * tables[n].get(r, float('nan')):>13.1f}%" for n in names), file=file)
-
-
 def _pretrain(args: argparse.Namespace) -> None:
     import torch
     from safetensors.torch import save_file
@@ -94,9 +87,10 @@ def _pretrain(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     log = lambda s: print(s, flush=True)
     snapshot = Path(args.snapshot_dir) if args.snapshot_dir else None
-    lm = LMTrainConfig(minutes=args.minutes, examples=args.examples, batch=args.batch, eval_every_minutes=args.eval_every,
-                       lr=args.lr, seed=args.seed, workers=args.workers)
-    vq = VQTrainConfig(minutes=args.vq_minutes, batch=args.vq_batch, seed=args.seed, workers=args.workers)
+    lm = LMTrainConfig(max_steps=args.steps, minutes=args.minutes, examples=args.examples, batch=args.batch,
+                       eval_every=args.eval_every, lr=args.lr, seed=args.seed, workers=args.workers)
+    vq = VQTrainConfig(max_steps=args.vq_steps, minutes=args.vq_minutes, batch=args.vq_batch, seed=args.seed,
+                       workers=args.workers)
 
     def on_stage(policy, stage: str, step: int) -> None:
         if snapshot is None:
@@ -115,42 +109,46 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     import torch
 
-    from t2i_r1.shapeworld.grammar import prompt_set
-    from t2i_r1.shapeworld.model import DEFAULT_ASSET, evaluate_policy, load_policy
+    from t2i_r1.shapeworld.model import DEFAULT_ASSET, load_policy
+    from t2i_r1.shapeworld.protocol import Protocol, print_table, report
 
     torch.set_num_threads(args.threads)
     policy = load_policy(args.model or DEFAULT_ASSET)
-    prompts = prompt_set("heldout", args.per_category, seed=args.seed)
-    tables, t0 = {}, time.time()
-    for name, use_plan in (("with plan", True), ("without plan", False)):
-        result = evaluate_policy(policy, prompts, use_plan=use_plan, samples=args.samples, seed=args.seed,
-                                 guidance_scale=args.guidance)
-        tables[name] = result.table()
-        if use_plan:
-            tables["plan correct"] = _plan_table(prompts, result.plan_scores, args.samples)
-    print(f"held-out: {len(prompts)} prompts x {args.samples} images ({time.time() - t0:.0f}s)")
-    print_table(tables)
+    protocol = Protocol(per_cell=args.per_cell, samples=args.samples, seed=args.seed, guidance=args.guidance)
+    prompts = protocol.prompts()
+    t0 = time.time()
+    with_plan = protocol.evaluate(policy, use_plan=True, prompts=prompts)
+    without_plan = protocol.evaluate(policy, use_plan=False, prompts=prompts)
+    tables = {}
+    for view in ("by category", "by phrasing"):
+        tables[view] = {"with plan": report(prompts, with_plan.scores)[view],
+                        "without plan": report(prompts, without_plan.scores)[view],
+                        "plans right": report(prompts, with_plan.plan_scores)[view]}
+    print(f"held-out: {protocol.describe()} ({time.time() - t0:.0f}s); exact evaluator, success rate")
+    for view, table in tables.items():
+        print()
+        print_table(table, first=view)
     if args.json:
-        Path(args.json).write_text(json.dumps(tables, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"protocol": protocol.to_dict(), **tables}, indent=2) + "\n")
 
 
-def _plan_table(prompts, scores, samples):
-    from t2i_r1.shapeworld.evaluator import summarize
+def _families(args: argparse.Namespace) -> tuple[str, ...]:
+    from t2i_r1.shapeworld.phrasing import TRAIN_FAMILIES
 
-    return summarize([p.category for p in prompts for _ in range(samples)], scores)
+    return tuple(args.families) if args.families else TRAIN_FAMILIES
 
 
 def _prompts(args: argparse.Namespace) -> None:
     from t2i_r1.shapeworld.recipes import write_prompts
 
-    path = write_prompts(args.out, args.per_category, seed=args.seed, split=args.split)
+    path = write_prompts(args.out, args.per_cell, seed=args.seed, split=args.split, families=_families(args))
     print(f"wrote {sum(1 for _ in path.open())} {args.split} prompts to {path}")
 
 
 def _triples(args: argparse.Namespace) -> None:
     from t2i_r1.shapeworld.recipes import write_triples
 
-    path = write_triples(args.out, args.per_category, seed=args.seed, split=args.split)
+    path = write_triples(args.out, args.per_cell, seed=args.seed, split=args.split, families=_families(args))
     n = sum(1 for line in path.read_text().splitlines() if line.strip())
     print(f"wrote {n} triples to {path}")
 
@@ -167,7 +165,9 @@ def _planner(args: argparse.Namespace) -> None:
     held = prompt_set("heldout", args.eval_per_category, seed=0) if args.eval_per_category > 0 else None
     summary = train_planner(args.out, config, eval_prompts=held, log=lambda s: print(s, flush=True))
     if "plan_accuracy" in summary:
-        print_table({"plan correct": summary["plan_accuracy"]})
+        from t2i_r1.shapeworld.protocol import print_table
+
+        print_table({"plans right": summary["plan_accuracy"]})
     print(f"saved {args.out} ({summary['steps']} steps, {summary['train_seconds']:.0f}s of training)")
 
 

@@ -1,4 +1,4 @@
-"""ShapeWorld's language: prompts with ground truth, riddles, plans, scene sampling and splits.
+"""ShapeWorld's ground truth: prompts and what they require, plans, scene sampling, judging and splits.
 
 Choices:
 1. Seven prompt categories. Six mirror T2I-CompBench: ``color`` (colour bound to shape: "a red circle
@@ -7,26 +7,30 @@ Choices:
    ``spatial`` (two objects, left of / right of / above / below), ``numeracy`` (one or two counted
    groups: "three green triangles") and ``complex`` (relations, groups and several attributes at
    once: "two striped triangles and a large yellow circle"). Binding prompts have 2-3 objects with
-   at least two different shapes, so attributes must go to the right ones. ``reasoning`` mirrors WISE: objects are named through riddles whose answer needs
-   knowledge ("a shape with no corners the color of grass", "as many squares as a tricycle has
-   wheels"); ``RIDDLES`` is the table of riddles with their answers.
-2. A prompt's ground truth is a tuple of ``ObjectSpec`` (count plus the fields the prompt
-   constrains; the rest are free) and at most one ``Relation`` between two single objects. The specs
-   of a prompt are pairwise disjoint (some field set in both differs), so an object satisfies at
-   most one spec and scoring needs no assignment search. The metadata also carries the reference
-   schema (``task_type``, ``nouns``, ``attr_nouns``, ``spatial_info``, ``numeracy_info``) so generic
-   rewards can read it; ShapeWorld's own fields sit under the ``"shapeworld"`` key.
+   at least two different shapes, so attributes must go to the right ones. ``reasoning`` mirrors
+   WISE: objects are named through riddles whose answer needs knowledge ("a shape with no corners the
+   color of grass", "as many squares as a tricycle has wheels"); ``phrasing.RIDDLES`` is the table.
+2. A category sampler draws what a prompt says (``phrasing.Content``); a phrasing family words it
+   (``phrasing``: "draw 3 crimson circles", "a circle that is red"). The ground truth is a tuple of
+   ``ObjectSpec`` (count plus the fields the prompt constrains; the rest are free) and at most one
+   ``Relation`` between two single objects, whatever the wording. The specs of a prompt are pairwise
+   disjoint (some field set in both differs), so an object satisfies at most one spec and scoring
+   needs no assignment search. The metadata also carries the reference schema (``task_type``,
+   ``nouns``, ``attr_nouns``, ``spatial_info``, ``numeracy_info``) so generic rewards can read it;
+   ShapeWorld's own fields sit under the ``"shapeworld"`` key.
 3. Plans are regular, fully explicit descriptions of one image: one clause per spec, "<count>
    <size> <color> <texture> <shape>", single objects followed by "at <region>" of a 3 x 3 grid;
    clauses joined by " ; ". A plan fills every field the prompt leaves free and resolves every
    riddle: "one large green solid circle at top left ; one small red striped square at right".
    It is written from a sampled scene, so the plan describes its image exactly; a group of a spec
-   shares its attributes so one clause can describe it. ``canonical_example`` fixes one scene and
-   plan per prompt (seeded by the prompt's text).
+   shares its attributes so one clause can describe it. Plans have one wording whatever the
+   prompt's: reading any phrasing into it is the semantic level's job. ``canonical_example`` fixes
+   one scene and plan per prompt (seeded by the prompt's text).
 4. Judging (``judge``) is shared by the image evaluator (detections) and the plan check (plan
    clauses): exact counts per spec, relations between matched single objects, nothing extra.
-5. Splits hash the prompt text, so a held-out prompt is never a training prompt whatever the seed.
-6. The language stays small (``vocabulary()``, about a hundred words) for a word-level tokenizer.
+5. Splits are by content and by phrasing. ``split_of`` hashes the canonical wording, so a held-out
+   combination is held out in every family (and whatever the seed); the families' roles
+   (``phrasing.FAMILIES``) say which wordings pretraining and RL see.
 """
 
 from __future__ import annotations
@@ -39,6 +43,22 @@ from typing import Any
 
 import numpy as np
 
+from t2i_r1.shapeworld.phrasing import (
+    ALL_FAMILIES,
+    NUMBER_WORDS,
+    RIDDLE_ANSWERS,
+    RIDDLES,
+    Content,
+    Mention,
+    NotApplicable,
+    Riddle,
+    canonical_text,
+    family,
+    realise,
+    riddles_for,
+    vocabulary,
+    words,
+)
 from t2i_r1.shapeworld.world import (
     COLORS,
     DEFAULT_WORLD,
@@ -58,7 +78,6 @@ from t2i_r1.shapeworld.world import (
 )
 
 CATEGORIES: tuple[str, ...] = ("color", "shape", "texture", "spatial", "numeracy", "complex", "reasoning")
-NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four")
 MAX_COUNT = 4
 MAX_OBJECTS = 5
 FIELDS: tuple[str, ...] = ("shape", "color", "texture", "size")
@@ -135,8 +154,14 @@ class Prompt:
     objects: tuple[ObjectSpec, ...]
     relations: tuple[Relation, ...] = ()
     riddles: tuple[RiddleUse, ...] = ()
+    phrasing: str = "plain"
+    """The phrasing family that worded ``text`` (``phrasing.FAMILIES``)."""
+    canonical: str = ""
+    """The same content in the ``plain`` wording (the key of ``split_of``); empty means ``text``."""
 
     def __post_init__(self) -> None:
+        if not self.canonical:
+            object.__setattr__(self, "canonical", self.text)
         if self.category not in CATEGORIES:
             raise ValueError(f"Prompt.category must be one of {CATEGORIES}, got {self.category!r}")
         if not self.objects:
@@ -177,6 +202,8 @@ class Prompt:
             "objects": [asdict(o) for o in self.objects],
             "relations": [asdict(r) for r in self.relations],
             "riddles": [asdict(r) for r in self.riddles],
+            "phrasing": self.phrasing,
+            "canonical": self.canonical,
         }
         return md
 
@@ -192,120 +219,15 @@ class Prompt:
                 objects=tuple(ObjectSpec(**o) for o in sw["objects"]),
                 relations=tuple(Relation(**r) for r in sw.get("relations", ())),
                 riddles=tuple(RiddleUse(**r) for r in sw.get("riddles", ())),
+                phrasing=sw.get("phrasing", "plain"),
+                canonical=sw.get("canonical", ""),
             )
         except KeyError as e:
             raise ValueError(f"ShapeWorld metadata lacks field {e}; got keys {sorted(md)}") from None
 
 
 # ---------------------------------------------------------------------------------------------
-# Riddles: phrase -> the value it names. Shape riddles follow "shape"/"shapes"; colour riddles
-# follow the noun; count riddles follow "as many <things> as".
-
-
-@dataclass(frozen=True)
-class Riddle:
-    field: str
-    value: str | int
-    phrase: str
-
-
-RIDDLES: tuple[Riddle, ...] = (
-    Riddle("shape", "circle", "with no corners"),
-    Riddle("shape", "circle", "like a wheel"),
-    Riddle("shape", "triangle", "with three corners"),
-    Riddle("shape", "triangle", "like a pyramid"),
-    Riddle("shape", "square", "with four corners"),
-    Riddle("shape", "square", "like a chessboard"),
-    Riddle("color", "red", "the color of a ripe tomato"),
-    Riddle("color", "red", "the color of a fire truck"),
-    Riddle("color", "green", "the color of grass"),
-    Riddle("color", "green", "the color of a frog"),
-    Riddle("color", "green", "the color of blue mixed with yellow"),
-    Riddle("color", "blue", "the color of a clear sky"),
-    Riddle("color", "blue", "the color of a blueberry"),
-    Riddle("color", "yellow", "the color of a banana"),
-    Riddle("color", "yellow", "the color of a lemon"),
-    Riddle("color", "purple", "the color of an eggplant"),
-    Riddle("color", "purple", "the color of red mixed with blue"),
-    Riddle("color", "orange", "the color of a carrot"),
-    Riddle("color", "orange", "the color of a pumpkin"),
-    Riddle("color", "orange", "the color of red mixed with yellow"),
-    Riddle("color", "white", "the color of snow"),
-    Riddle("color", "white", "the color of milk"),
-    Riddle("texture", "striped", "patterned like a zebra"),
-    Riddle("texture", "striped", "patterned like a tiger"),
-    Riddle("texture", "hollow", "empty like a frame"),
-    Riddle("texture", "solid", "filled like a coin"),
-    Riddle("size", "large", "as big as an elephant"),
-    Riddle("size", "small", "as tiny as an ant"),
-    Riddle("count", 1, "a unicycle has wheels"),
-    Riddle("count", 2, "a bicycle has wheels"),
-    Riddle("count", 2, "a bird has wings"),
-    Riddle("count", 2, "one plus one"),
-    Riddle("count", 3, "a tricycle has wheels"),
-    Riddle("count", 3, "a triangle has corners"),
-    Riddle("count", 3, "one plus two"),
-    Riddle("count", 4, "a car has wheels"),
-    Riddle("count", 4, "a dog has legs"),
-    Riddle("count", 4, "a square has corners"),
-    Riddle("count", 4, "two plus two"),
-)
-RIDDLE_ANSWERS: dict[str, Riddle] = {r.phrase: r for r in RIDDLES}
-
-
-def riddles_for(field_name: str) -> tuple[Riddle, ...]:
-    return tuple(r for r in RIDDLES if r.field == field_name)
-
-
-# ---------------------------------------------------------------------------------------------
-# Text
-
-
-def article(next_word: str) -> str:
-    return "an" if next_word[0] in "aeiou" else "a"
-
-
-def words(text: str) -> list[str]:
-    """Word-level tokens: lower-case words and the punctuation "," and ";"."""
-    return re.findall(r"[a-z]+|[,;]", text.lower())
-
-
-def join_list(items: Sequence[str]) -> str:
-    """"x", "x and y", "x, y and z"."""
-    if len(items) == 1:
-        return items[0]
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
-@dataclass(frozen=True)
-class _Mention:
-    """How one spec is named in a prompt: which fields are said plainly, which through a riddle."""
-
-    spec: ObjectSpec
-    riddles: Mapping[str, Riddle] = field(default_factory=dict)
-
-    def noun_phrase(self, determiner: str | None) -> str:
-        """``determiner`` is "a" (chooses a/an), a number word, or None (for "as many ...")."""
-        s, plural = self.spec, self.spec.count > 1 or determiner is None
-        pre = [getattr(s, f) for f in ("size", "texture", "color") if getattr(s, f) and f not in self.riddles]
-        if "shape" in self.riddles:
-            head = ("shapes " if plural else "shape ") + self.riddles["shape"].phrase
-        else:
-            head = SHAPE_PLURALS[s.shape] if plural else s.shape
-        post = [self.riddles[f].phrase for f in ("color", "texture", "size") if f in self.riddles]
-        body = " ".join(pre + [head] + post)
-        if determiner == "a":
-            return f"{article(body)} {body}"
-        if determiner is None:
-            return body
-        return f"{determiner} {body}"
-
-    def uses(self) -> list[RiddleUse]:
-        return [RiddleUse(r.phrase, f, r.value) for f, r in self.riddles.items()]
-
-
-# ---------------------------------------------------------------------------------------------
-# Category samplers
+# Category samplers: what a prompt says (``Content``), before ``phrasing`` words it
 
 
 def _pick(rng: np.random.Generator, seq: Sequence[Any]) -> Any:
@@ -320,7 +242,11 @@ def _all_disjoint(specs: Sequence[ObjectSpec]) -> bool:
     return all(a.disjoint(b) for i, a in enumerate(specs) for b in specs[i + 1 :])
 
 
-def _binding(rng: np.random.Generator, category: str) -> Prompt:
+def _plain(specs: Sequence[ObjectSpec], counted: bool = False) -> tuple[Mention, ...]:
+    return tuple(Mention(s, counted=counted) for s in specs)
+
+
+def _binding(rng: np.random.Generator, category: str) -> Content:
     """color / shape / texture: 2 or 3 objects, each a shape bound to the category's attribute
     (the shape category binds shapes to sizes), some with a second attribute; at least two
     different shapes, so that the attributes must go to the right ones."""
@@ -341,25 +267,20 @@ def _binding(rng: np.random.Generator, category: str) -> Prompt:
             specs.append(ObjectSpec(shape=_pick(rng, SHAPES), **{primary: v}, **extra))
         both_sizes = primary != "size" or len({s.size for s in specs}) == 2
         if len({s.shape for s in specs}) >= 2 and both_sizes and _all_disjoint(specs):
-            break
-    text = join_list([_Mention(s).noun_phrase("a") for s in specs])
-    return Prompt(text, category, tuple(specs))
+            return Content(_plain(specs))
 
 
-def _spatial(rng: np.random.Generator) -> Prompt:
+def _spatial(rng: np.random.Generator) -> Content:
     while True:
         specs = [
             ObjectSpec(shape=_pick(rng, SHAPES), color=_pick(rng, COLORS) if rng.random() < 0.5 else None)
             for _ in range(2)
         ]
         if _all_disjoint(specs):
-            break
-    rel = _pick(rng, RELATIONS)
-    text = f"{_Mention(specs[0]).noun_phrase('a')} {rel} {_Mention(specs[1]).noun_phrase('a')}"
-    return Prompt(text, "spatial", tuple(specs), (Relation(0, 1, rel),))
+            return Content(_plain(specs), relation=_pick(rng, RELATIONS))
 
 
-def _numeracy(rng: np.random.Generator) -> Prompt:
+def _numeracy(rng: np.random.Generator) -> Content:
     while True:
         if rng.random() < 0.6:
             counts = [int(rng.choice([1, 2, 3, 4], p=[0.1, 0.3, 0.3, 0.3]))]
@@ -372,9 +293,7 @@ def _numeracy(rng: np.random.Generator) -> Prompt:
             for c in counts
         ]
         if _all_disjoint(specs):
-            break
-    text = join_list([_Mention(s).noun_phrase(NUMBER_WORDS[s.count]) for s in specs])
-    return Prompt(text, "numeracy", tuple(specs))
+            return Content(_plain(specs, counted=True))
 
 
 def _attributed(
@@ -385,7 +304,7 @@ def _attributed(
     return ObjectSpec(count=count, shape=_pick(rng, SHAPES), **{f: _pick(rng, _FIELD_VALUES[f]) for f in fields})
 
 
-def _complex(rng: np.random.Generator) -> Prompt:
+def _complex(rng: np.random.Generator) -> Content:
     kind = _pick(rng, ("relation", "group", "three"))
     while True:
         if kind == "relation":  # two objects with 1-2 attributes each and a relation
@@ -397,16 +316,10 @@ def _complex(rng: np.random.Generator) -> Prompt:
             specs = [_attributed(rng, 2) for _ in range(3)]
         if _all_disjoint(specs) and (kind != "three" or len({s.shape for s in specs}) > 1):
             break
-    if kind == "relation":
-        rel = _pick(rng, RELATIONS)
-        text = f"{_Mention(specs[0]).noun_phrase('a')} {rel} {_Mention(specs[1]).noun_phrase('a')}"
-        return Prompt(text, "complex", tuple(specs), (Relation(0, 1, rel),))
-    dets = [NUMBER_WORDS[s.count] if s.count > 1 else "a" for s in specs]
-    text = join_list([_Mention(s).noun_phrase(d) for s, d in zip(specs, dets)])
-    return Prompt(text, "complex", tuple(specs))
+    return Content(_plain(specs), relation=_pick(rng, RELATIONS) if kind == "relation" else None)
 
 
-def _riddled_mention(rng: np.random.Generator, spec_fields: dict[str, Any], n_riddles: int, count: int = 1) -> _Mention:
+def _riddled_mention(rng: np.random.Generator, spec_fields: dict[str, Any], n_riddles: int, count: int = 1) -> Mention:
     """A spec with shape + the given fields, ``n_riddles`` of which (shape first in line) are riddles."""
     spec = ObjectSpec(count=count, **spec_fields)
     candidates = [f for f in ("shape", "color", "texture", "size") if getattr(spec, f) is not None]
@@ -417,7 +330,7 @@ def _riddled_mention(rng: np.random.Generator, spec_fields: dict[str, Any], n_ri
     for i in sorted(int(c) for c in chosen):
         f = candidates[i]
         riddles[f] = _pick(rng, [r for r in riddles_for(f) if r.value == getattr(spec, f)])
-    return _Mention(spec, riddles)
+    return Mention(spec, riddles)
 
 
 def _random_fields(rng: np.random.Generator, extra: Sequence[str], p_extra: float) -> dict[str, Any]:
@@ -428,36 +341,26 @@ def _random_fields(rng: np.random.Generator, extra: Sequence[str], p_extra: floa
     return out
 
 
-def _reasoning(rng: np.random.Generator) -> Prompt:
+def _reasoning(rng: np.random.Generator) -> Content:
     kind = _pick(rng, ("single", "count", "pair"))
     if kind == "single":
         while True:
             fields = _random_fields(rng, ("color", "texture", "size"), 0.5)
             if len(fields) >= 2:
                 break
-        m = _riddled_mention(rng, fields, int(rng.integers(1, 3)))
-        return Prompt(m.noun_phrase("a"), "reasoning", (m.spec,), riddles=tuple(m.uses()))
+        return Content((_riddled_mention(rng, fields, int(rng.integers(1, 3))),))
     if kind == "count":
         count_riddle = _pick(rng, riddles_for("count"))
         fields = _random_fields(rng, ("color",), 0.6)
         m = _riddled_mention(rng, fields, int(rng.integers(0, 2)), count=int(count_riddle.value))
-        text = f"as many {m.noun_phrase(None)} as {count_riddle.phrase}"
-        uses = [RiddleUse(count_riddle.phrase, "count", count_riddle.value), *m.uses()]
-        return Prompt(text, "reasoning", (m.spec,), riddles=tuple(uses))
+        return Content((m,), count_riddle=count_riddle)
     while True:
-        mentions = [_riddled_mention(rng, _random_fields(rng, ("color", "texture"), 0.5), 1) for _ in range(2)]
+        mentions = tuple(_riddled_mention(rng, _random_fields(rng, ("color", "texture"), 0.5), 1) for _ in range(2))
         if _all_disjoint([m.spec for m in mentions]):
-            break
-    a, b = mentions[0].noun_phrase("a"), mentions[1].noun_phrase("a")
-    uses = tuple(mentions[0].uses() + mentions[1].uses())
-    specs = (mentions[0].spec, mentions[1].spec)
-    if rng.random() < 0.5:
-        rel = _pick(rng, RELATIONS)
-        return Prompt(f"{a} {rel} {b}", "reasoning", specs, (Relation(0, 1, rel),), uses)
-    return Prompt(f"{a} and {b}", "reasoning", specs, riddles=uses)
+            return Content(mentions, relation=_pick(rng, RELATIONS) if rng.random() < 0.5 else None)
 
 
-_SAMPLERS: dict[str, Callable[[np.random.Generator], Prompt]] = {
+_SAMPLERS: dict[str, Callable[[np.random.Generator], Content]] = {
     "color": lambda rng: _binding(rng, "color"),
     "shape": lambda rng: _binding(rng, "shape"),
     "texture": lambda rng: _binding(rng, "texture"),
@@ -468,15 +371,34 @@ _SAMPLERS: dict[str, Callable[[np.random.Generator], Prompt]] = {
 }
 
 
-def sample_prompt(category: str, rng: np.random.Generator, world: WorldConfig = DEFAULT_WORLD) -> Prompt:
-    """A random prompt of ``category`` whose scene fits the canvas."""
+def _prompt(content: Content, category: str, text: str, phrasing: str) -> Prompt:
+    riddles = [RiddleUse(content.count_riddle.phrase, "count", content.count_riddle.value)] if content.count_riddle else []
+    for m in content.mentions:
+        riddles += [RiddleUse(r.phrase, f, r.value) for f, r in m.riddles.items()]
+    relations = (Relation(0, 1, content.relation),) if content.relation else ()
+    return Prompt(text, category, tuple(m.spec for m in content.mentions), relations, tuple(riddles),
+                  phrasing=phrasing, canonical=canonical_text(content))
+
+
+def sample_prompt(
+    category: str, rng: np.random.Generator, world: WorldConfig = DEFAULT_WORLD, phrasing: str = "plain"
+) -> Prompt:
+    """A random prompt of ``category`` worded in the ``phrasing`` family, whose scene fits the canvas."""
     if category not in _SAMPLERS:
         raise ValueError(f"unknown category {category!r}; known: {CATEGORIES}")
-    for _ in range(100):
-        prompt = _SAMPLERS[category](rng)
+    fam = family(phrasing)
+    if not fam.covers(category):
+        raise ValueError(f"phrasing family {phrasing!r} cannot word {category!r} prompts")
+    for _ in range(200):
+        content = _SAMPLERS[category](rng)
+        try:
+            text = realise(content, fam.draw_features(rng), rng)
+        except NotApplicable:
+            continue  # this family cannot word this content: draw another
+        prompt = _prompt(content, category, text, phrasing)
         if _feasible(prompt, world):
             return prompt
-    raise LayoutError(f"could not sample a feasible {category} prompt")
+    raise LayoutError(f"could not sample a feasible {category} prompt in the {phrasing!r} family")
 
 
 def _feasible(prompt: Prompt, world: WorldConfig) -> bool:
@@ -702,12 +624,14 @@ def check_plan(prompt: Prompt | Mapping[str, Any], plan: Plan | str) -> Verdict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Splits and vocabulary
+# Splits
 
 
-def split_of(text: str, heldout_fraction: float = 0.2) -> str:
-    """"heldout" or "train", from a hash of the prompt text (stable across runs and machines)."""
-    bucket = int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) / 2**32
+def split_of(prompt: Prompt | str, heldout_fraction: float = 0.2) -> str:
+    """"heldout" or "train", from a hash of the prompt's canonical wording (a text is taken as one):
+    stable across runs and machines, and the same for every wording of the same content."""
+    key = prompt.canonical if isinstance(prompt, Prompt) else prompt
+    bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) / 2**32
     return "heldout" if bucket < heldout_fraction else "train"
 
 
@@ -716,36 +640,34 @@ def prompt_set(
     n_per_category: int,
     seed: int = 0,
     categories: Sequence[str] = CATEGORIES,
+    families: Sequence[str] = ("plain",),
     heldout_fraction: float = 0.2,
     world: WorldConfig = DEFAULT_WORLD,
 ) -> list[Prompt]:
-    """``n_per_category`` distinct prompts per category from ``split`` ("train" or "heldout"),
-    deterministic given ``seed``; category by category, in the order given."""
+    """``n_per_category`` distinct prompts per category and phrasing family from ``split`` ("train" or
+    "heldout"), deterministic given ``seed``; category by category in the order given, families in
+    turn within a category. A family that cannot word a category (``Family.covers``) is skipped there."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    for name in families:
+        family(name)  # unknown names fail here, with the list of known ones
     out: list[Prompt] = []
     for c_index, category in enumerate(categories):
-        rng = np.random.default_rng([seed, c_index, CATEGORIES.index(category)])
-        seen: set[str] = set()
-        for _ in range(200 * n_per_category + 1000):
-            if len(seen) == n_per_category:
-                break
-            p = sample_prompt(category, rng, world)
-            if p.text not in seen and split_of(p.text, heldout_fraction) == split:
-                seen.add(p.text)
-                out.append(p)
-        else:
-            raise ValueError(f"only {len(seen)} distinct {split} prompts for {category!r}; asked for {n_per_category}")
+        for name in families:
+            if not family(name).covers(category):
+                continue
+            f_index = ALL_FAMILIES.index(name)
+            rng = np.random.default_rng([seed, c_index, CATEGORIES.index(category), f_index])
+            seen: set[str] = set()
+            for _ in range(200 * n_per_category + 1000):
+                if len(seen) == n_per_category:
+                    break
+                p = sample_prompt(category, rng, world, phrasing=name)
+                if p.text not in seen and split_of(p, heldout_fraction) == split:
+                    seen.add(p.text)
+                    out.append(p)
+            else:
+                raise ValueError(
+                    f"only {len(seen)} distinct {split} prompts for {category!r} in {name!r}; asked for {n_per_category}"
+                )
     return out
-
-
-def vocabulary() -> list[str]:
-    """Every word (and punctuation token) that prompts and plans use, sorted."""
-    vocab: set[str] = {",", ";", "a", "an", "and", "as", "many", "at", "shape", "shapes"}
-    vocab.update(NUMBER_WORDS[1:])
-    vocab.update(SHAPES, SHAPE_PLURALS.values(), COLORS, TEXTURES, SIZES)
-    for phrase in (*RELATIONS, *REGIONS):
-        vocab.update(words(phrase))
-    for r in RIDDLES:
-        vocab.update(words(r.phrase))
-    return sorted(vocab)

@@ -18,16 +18,16 @@ Choices:
    replaced by ``policy.unconditional_ids`` so that classifier-free guidance has an unconditional
    model. The language model, the generation embeddings, aligner and head and the text head train;
    the VQ model is frozen by then.
-3. Budgets are wall-clock minutes, so the same command runs on a CPU or a GPU. The packaged checkpoint
-   was trained on a GPU (``pretrain.json`` beside it: about 90k VQ images and 500k LM sequences). On 2
-   CPU cores the command's default 42 minutes see under half of that: measured with this code (40 min),
-   the VQ keeps the verdict on 98.0% but the LM, 220k sequences, reaches 6.8% held-out success against
-   the packaged model's 30.0% (README, "ShapeWorld").
+3. Budgets are steps, so a run computes the same thing on a quiet or a busy machine, on a CPU or a
+   GPU (only the time differs; ``minutes`` is an optional safety cap, off by default). The VQ stops
+   early once its reconstructions keep the evaluator's verdict (a deterministic rule too).
 4. Sequences are right-padded: with position ids counted from each row's first token, that is the
    same computation as the left padding used when sampling. A padded batch of plan rows (~45 tokens)
    and image rows (~80-108) is a third padding, so ``lm_loss`` runs it in up to ``length_chunks``
    groups of similar length, with the means still over the whole batch (same loss and gradients):
    7.1 -> 5.8 ms per sequence forward and backward on 2 threads.
+5. Pretraining sees only the ``pretrain`` phrasing families (``phrasing.FAMILIES``): the words of the
+   RL and held-out families are new to the pretrained model, which leaves the semantic level room.
 
 Dimension letters: N rows, S sequence, T image tokens, H hidden, V text vocab, C codebook.
 """
@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,32 +48,44 @@ import torch.nn.functional as F
 from t2i_r1.policy.janus import JanusPolicy
 from t2i_r1.shapeworld.evaluator import ShapeWorldEvaluator
 from t2i_r1.shapeworld.grammar import CATEGORIES, Example, LayoutError, sample_example, sample_prompt, split_of
+from t2i_r1.shapeworld.phrasing import PRETRAIN_FAMILIES, family
 from t2i_r1.shapeworld.model import ShapeWorldModelSpec, build_model, encode_images, to_pixels
 from t2i_r1.shapeworld.world import render
 
 Log = Callable[[str], None]
 
 
-def _examples_worker(args: tuple[int, int, str | None]) -> list[Example]:
-    n, seed, split = args
-    return sample_examples(n, np.random.default_rng(seed), split)
+def _examples_worker(args: tuple[int, int, str | None, tuple[str, ...]]) -> list[Example]:
+    n, seed, split, families = args
+    return sample_examples(n, np.random.default_rng(seed), split, families=families)
 
 
-def sample_examples(n: int, rng: np.random.Generator, split: str | None = "train", workers: int = 1) -> list[Example]:
-    """``n`` random examples, categories in turn, prompts from ``split`` (None: any); ``workers`` > 1
-    draws chunks in processes, each with a seed taken from ``rng``."""
+def sample_examples(
+    n: int,
+    rng: np.random.Generator,
+    split: str | None = "train",
+    workers: int = 1,
+    families: Sequence[str] = PRETRAIN_FAMILIES,
+) -> list[Example]:
+    """``n`` random examples, categories in turn (each worded by one of ``families``, in turn), prompts
+    from ``split`` (None: any); ``workers`` > 1 draws chunks in processes, each with a seed from ``rng``."""
+    families = tuple(families)
     if workers > 1 and n >= 1000:
         import multiprocessing
 
         sizes = [n // workers + (i < n % workers) for i in range(workers)]
         seeds = rng.integers(2**31, size=workers).tolist()
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            chunks = pool.map(_examples_worker, [(k, s, split) for k, s in zip(sizes, seeds)])
+            chunks = pool.map(_examples_worker, [(k, s, split, families) for k, s in zip(sizes, seeds)])
         return [ex for chunk in chunks for ex in chunk]
     out: list[Example] = []
+    draws = 0
     while len(out) < n:
-        prompt = sample_prompt(CATEGORIES[len(out) % len(CATEGORIES)], rng)
-        if split is not None and split_of(prompt.text) != split:
+        category = CATEGORIES[len(out) % len(CATEGORIES)]
+        covering = [f for f in families if family(f).covers(category)]
+        draws += 1
+        prompt = sample_prompt(category, rng, phrasing=covering[draws % len(covering)])
+        if split is not None and split_of(prompt) != split:
             continue
         try:
             out.append(sample_example(prompt, rng))
@@ -88,9 +100,10 @@ def sample_examples(n: int, rng: np.random.Generator, split: str | None = "train
 
 @dataclass
 class VQTrainConfig:
-    minutes: float = 12.0
-    """Wall-clock budget."""
-    max_steps: int = 4000
+    max_steps: int = 2000
+    """Step budget (the cosine schedule runs over it); the stage may stop earlier at ``target_agreement``."""
+    minutes: float | None = None
+    """Optional wall-clock cap (None: none; a capped run depends on the machine's speed and load)."""
     batch: int = 16
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
@@ -159,7 +172,7 @@ def train_vq(policy: JanusPolicy, config: VQTrainConfig = VQTrainConfig(), log: 
         z = vq.quant_conv(vq.encoder(pool[:64].to(device).contiguous(memory_format=torch.channels_last)))
         flat = F.normalize(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]), dim=-1)
         vq.quantize.embedding.weight.copy_(flat[torch.randperm(len(flat))[:C]])
-    while step < config.max_steps and (elapsed := time.time() - start) < config.minutes * 60:
+    while step < config.max_steps and not _over(elapsed := time.time() - start, config.minutes):
         progress = _budget_progress(elapsed, config.minutes, step, config.max_steps)
         lr = config.lr * _warmup_cosine(step, config.warmup_steps, progress, config.min_lr_ratio)
         for g in opt.param_groups:
@@ -204,9 +217,13 @@ def train_vq(policy: JanusPolicy, config: VQTrainConfig = VQTrainConfig(), log: 
     return {"steps": step, "seconds": time.time() - start, "agreement": agreement}
 
 
-def _budget_progress(elapsed_seconds: float, minutes: float, step: int, max_steps: int) -> float:
-    """Share of a stage's budget spent: of its minutes or of its steps, whichever runs out first."""
-    return max(elapsed_seconds / (minutes * 60), step / max_steps)
+def _over(elapsed_seconds: float, minutes: float | None) -> bool:
+    return minutes is not None and elapsed_seconds >= minutes * 60
+
+
+def _budget_progress(elapsed_seconds: float, minutes: float | None, step: int, max_steps: int) -> float:
+    """Share of a stage's budget spent: of its steps, or of its minutes cap when that runs out first."""
+    return max(0.0 if minutes is None else elapsed_seconds / (minutes * 60), step / max_steps)
 
 
 def _warmup_cosine(step: int, warmup_steps: int, progress: float, min_ratio: float) -> float:
@@ -228,9 +245,10 @@ def _store_normalised_codebook(vq) -> None:
 
 @dataclass
 class LMTrainConfig:
-    minutes: float = 20.0
-    """Wall-clock budget (the cosine schedule runs over it or over ``max_steps``, whichever ends first)."""
-    max_steps: int = 100_000
+    max_steps: int = 18_000
+    """Step budget (the cosine schedule runs over it)."""
+    minutes: float | None = None
+    """Optional wall-clock cap (None: none; a capped run depends on the machine's speed and load)."""
     batch: int = 32
     length_chunks: int = 3
     """Groups of similar length each batch runs in (``lm_loss``); 1 pads every row to the longest."""
@@ -238,15 +256,18 @@ class LMTrainConfig:
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
     weight_decay: float = 0.01
-    examples: int = 12_000
+    examples: int = 36_000
     """Training examples (train-split prompts, each with a scene, its plan and its VQ tokens)."""
+    families: tuple[str, ...] = PRETRAIN_FAMILIES
+    """Phrasing families of the training prompts (the RL and held-out families stay unseen)."""
     p_plan: float = 0.3
     """Share of rows that teach planning; the rest teach image tokens."""
     p_image_without_plan: float = 0.35
     """Share of image rows conditioned on the prompt alone (token-only ablation, baseline)."""
     p_uncond: float = 0.1
     """Share of image rows whose prompt is blanked (CFG's unconditional model)."""
-    eval_every_minutes: float = 4.0
+    eval_every: int = 3000
+    """Steps between held-out evaluations (0: none)."""
     eval_prompts_per_category: int = 4
     seed: int = 0
     workers: int = 1
@@ -401,7 +422,7 @@ def train_lm(
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     t0 = time.time()
-    examples = sample_examples(config.examples, rng, split="train", workers=config.workers)
+    examples = sample_examples(config.examples, rng, split="train", workers=config.workers, families=config.families)
     enc = encode_examples(policy, examples)
     log(f"lm data: {len(examples)} examples encoded in {time.time() - t0:.0f}s")
     model = policy.model
@@ -415,10 +436,9 @@ def train_lm(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr, betas=(0.9, 0.95),
     )
-    held = prompt_set("heldout", config.eval_prompts_per_category, seed=config.seed + 7)
-    start, step, next_eval, history = time.time(), 0, config.eval_every_minutes * 60, []
-    budget = config.minutes * 60
-    while step < config.max_steps and (elapsed := time.time() - start) < budget:
+    held = prompt_set("heldout", config.eval_prompts_per_category, seed=config.seed + 7, families=config.families)
+    start, step, history = time.time(), 0, []
+    while step < config.max_steps and not _over(elapsed := time.time() - start, config.minutes):
         progress = _budget_progress(elapsed, config.minutes, step, config.max_steps)
         lr = config.lr * _warmup_cosine(step, config.warmup_steps, progress, config.min_lr_ratio)
         for g in opt.param_groups:
@@ -435,15 +455,13 @@ def train_lm(
         if step % 100 == 0:
             log(f"lm step {step} loss {loss.item():.3f} " + " ".join(f"{k} {v:.3f}" for k, v in stats.items())
                 + f" lr {lr:.2e} ({elapsed:.0f}s)")
-        if elapsed >= next_eval:
-            next_eval += config.eval_every_minutes * 60
+        if config.eval_every and step % config.eval_every == 0:
             model.eval()
             table = evaluate_policy(policy, held, use_plan=True, seed=0).table()
             history.append({"step": step, "seconds": round(elapsed), **table})
             log(f"lm eval step {step}: " + " ".join(f"{k} {v:.2f}" for k, v in table.items()))
             if on_eval is not None:
                 on_eval(step, table)
-            next_eval = max(next_eval, time.time() - start + 1)
     model.eval()
     model.requires_grad_(False)
     return {"steps": step, "seconds": time.time() - start, "history": history}

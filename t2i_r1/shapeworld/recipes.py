@@ -38,6 +38,7 @@ from PIL import Image
 
 from t2i_r1.shapeworld.evaluator import summarize
 from t2i_r1.shapeworld.grammar import LayoutError, Prompt, check_plan, prompt_set, sample_example
+from t2i_r1.shapeworld.phrasing import TRAIN_FAMILIES
 from t2i_r1.shapeworld.world import render
 
 Log = Callable[[str], None]
@@ -49,25 +50,30 @@ PLANNER_FILE = "planner.json"
 # Prompt files and SFT triples
 
 
-def write_prompts(path: str | Path, n_per_category: int, seed: int = 0, split: str = "train") -> Path:
-    """JSON lines of ``prompt_set(split, n_per_category, seed)`` with their metadata, the prompt-file
-    format ``t2i-r1 train`` reads; the ShapeWorld reward finds its ground truth under "shapeworld"."""
+def write_prompts(
+    path: str | Path, per_cell: int, seed: int = 0, split: str = "train", families: Sequence[str] = TRAIN_FAMILIES
+) -> Path:
+    """JSON lines of ``prompt_set(split, per_cell, seed, families=families)`` with their metadata, the
+    prompt-file format ``t2i-r1 train`` reads; the ShapeWorld reward finds its ground truth under "shapeworld"."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(p.metadata()) for p in prompt_set(split, n_per_category, seed=seed)]
+    lines = [json.dumps(p.metadata()) for p in prompt_set(split, per_cell, seed=seed, families=families)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
 
-def write_triples(out_dir: str | Path, n_per_category: int, seed: int = 0, split: str = "train") -> Path:
-    """Render one scene per prompt of ``prompt_set(split, n_per_category, seed)``; write ``images/*.png``
-    and ``triples.jsonl`` (image path relative to the file, prompt, the scene's exact plan). Returns the file."""
+def write_triples(
+    out_dir: str | Path, per_cell: int, seed: int = 0, split: str = "train", families: Sequence[str] = TRAIN_FAMILIES
+) -> Path:
+    """Render one scene per prompt of ``prompt_set(split, per_cell, seed, families=families)``; write
+    ``images/*.png`` and ``triples.jsonl`` (image path relative to the file, prompt, the scene's exact
+    plan). Returns the file."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 1])  # scenes: a stream of its own, apart from the prompt draw
     lines = []
-    for i, prompt in enumerate(prompt_set(split, n_per_category, seed=seed)):
+    for i, prompt in enumerate(prompt_set(split, per_cell, seed=seed, families=families)):
         example = None
         for _ in range(10):  # prompt_set keeps feasible prompts, but one draw of a layout can still fail
             try:
@@ -178,7 +184,7 @@ def train_planner(
     t0 = time.time()
     model, tokenizer = build_planner(config)
     rng = np.random.default_rng(config.seed)
-    examples = sample_examples(config.examples, rng, split="train")
+    examples = sample_examples(config.examples, rng, split="train", families=TRAIN_FAMILIES)
     prompt_ids = tokenizer([REASONING_TEMPLATE.replace("{prompt}", ex.prompt.text) for ex in examples])["input_ids"]
     plan_ids = tokenizer([ex.plan.text() for ex in examples], add_special_tokens=False)["input_ids"]
     rows = [(p, q + [tokenizer.eos_token_id]) for p, q in zip(prompt_ids, plan_ids)]
