@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     from t2i_r1.rewards.ensemble import RewardEnsemble
     from t2i_r1.rewards.programmatic import ProgrammaticReward
     from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
-    from t2i_r1.sft import SFTConfig, SFTTrainer
+    from t2i_r1.train.sft import SFTConfig, SFTTrainer
     from t2i_r1.shapeworld.demo import run_grpo
     from t2i_r1.shapeworld.evaluator import partial_reward, summarize
     from t2i_r1.shapeworld.grammar import CATEGORIES, prompt_set

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaModel
 
-from t2i_r1.policy.tiny import TinyJanusSpec, build_tiny_janus
+from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 from t2i_r1.rollout import fast_decode
 from t2i_r1.rollout.fast_decode import (
     DynamicCacheDecoder,

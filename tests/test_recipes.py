@@ -4,18 +4,17 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from t2i_r1.analysis import exploration_potential, within_group_std
 from t2i_r1.data import PromptFileError, PromptRecord
 from t2i_r1.planner import ExternalPlanner
 from t2i_r1.policy.janus import JanusPolicy
-from t2i_r1.policy.tiny import DEFAULT_CORPUS, TinyJanusSpec, build_tiny_janus, train_tokenizer
+from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 from t2i_r1.rewards.ensemble import RewardEnsemble
 from t2i_r1.rewards.pixel import PixelStatReward
 from t2i_r1.rollout.rollout import generate_rollouts
 from t2i_r1.rollout.sampling import PlanSamplingConfig
-from t2i_r1.sft import SFTConfig, SFTTrainer, load_triples
+from t2i_r1.train.sft import SFTConfig, SFTTrainer, load_triples
 from t2i_r1.train.config import ModelConfig, OptimConfig
 
 SPEC = TinyJanusSpec(hidden=64, layers=2, heads=2, image_tokens=16, codebook=64)
@@ -59,15 +58,8 @@ def test_triples_errors_name_file_and_line(tmp_path):
         load_triples(bad)
 
 
-def test_external_planner_feeds_the_image_model(tmp_path):
-    tokenizer = train_tokenizer([DEFAULT_CORPUS], vocab_size=300)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                      bos_token_id=tokenizer.bos_token_id))
-    lm.save_pretrained(tmp_path / "planner")
-    tokenizer.save_pretrained(tmp_path / "planner")
-    planner = ExternalPlanner.from_pretrained(tmp_path / "planner", max_new_tokens=6)
+def test_external_planner_feeds_the_image_model(tiny_planner):
+    planner = ExternalPlanner.from_pretrained(tiny_planner, max_new_tokens=6)
     plans = planner.plan(["a red cube", "two cats"], num_samples=2)
     assert len(plans) == 4 and all(isinstance(p, str) for p in plans)
     policy = build_tiny_janus(SPEC)

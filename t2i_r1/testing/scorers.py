@@ -115,7 +115,8 @@ def save_tiny_vlm(path: Path, seed: int = 4) -> Path:
     from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)  # fmt: skip
 
-    from t2i_r1.policy.tiny import DEFAULT_CORPUS, IMAGE_TOKEN, train_tokenizer
+    from t2i_r1.policy.build import IMAGE_TOKEN
+    from t2i_r1.testing.janus import DEFAULT_CORPUS, train_tokenizer
 
     # The tiny tokenizer already carries Janus's "<image_placeholder>" as its image token; LLaVA uses it too.
     tok = train_tokenizer([DEFAULT_CORPUS + " consistency realism aesthetic quality existence clarity 0 1 2 3 4 5 :"],
