@@ -12,11 +12,11 @@ from t2i_r1.eval.aesthetic_diversity import AestheticMetric, DiversityMetric
 from t2i_r1.eval.geneval import GenEval
 from t2i_r1.eval.plan_quality import PlanQualityMetric
 from t2i_r1.eval.runner import EvalConfig, run_eval
+from t2i_r1.eval.t2i_compbench import T2ICompBench
+from t2i_r1.eval.wise import WISE
 from t2i_r1.pipeline import PipelineConfig
 from t2i_r1.rollout.sampling import PlanSamplingConfig
-from t2i_r1.eval.t2i_compbench import T2ICompBench
 from t2i_r1.testing.scorers import save_tiny_scorers
-from t2i_r1.eval.wise import WISE
 
 
 def _wise_prompts(directory):

@@ -18,10 +18,10 @@ from t2i_r1.eval.judges import JudgeRequest
 from t2i_r1.eval.plan_quality import PlanQualityMetric
 from t2i_r1.eval.runner import EvalConfig, read_cache, run_eval
 from t2i_r1.eval.t2i_compbench import CATEGORIES, T2ICompBench
-from t2i_r1.testing.scorers import save_tiny_scorers
 from t2i_r1.eval.wise import WISE
 from t2i_r1.pipeline import PipelineConfig, T2IR1Pipeline
 from t2i_r1.rollout.sampling import PlanSamplingConfig
+from t2i_r1.testing.scorers import save_tiny_scorers
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ from t2i_r1.analysis import exploration_potential, within_group_std
 from t2i_r1.data import PromptFileError, PromptRecord
 from t2i_r1.planner import ExternalPlanner
 from t2i_r1.policy.janus import JanusPolicy
-from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 from t2i_r1.rewards.ensemble import RewardEnsemble
 from t2i_r1.rewards.pixel import PixelStatReward
 from t2i_r1.rollout.rollout import generate_rollouts
 from t2i_r1.rollout.sampling import PlanSamplingConfig
-from t2i_r1.train.sft import SFTConfig, SFTTrainer, load_triples
+from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 from t2i_r1.train.config import ModelConfig, OptimConfig
+from t2i_r1.train.sft import SFTConfig, SFTTrainer, load_triples
 
 SPEC = TinyJanusSpec(hidden=64, layers=2, heads=2, image_tokens=16, codebook=64)
 

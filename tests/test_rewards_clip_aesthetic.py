@@ -12,9 +12,9 @@ from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
 
 from t2i_r1.rewards import build_reward
-from t2i_r1.rewards._common import MissingCheckpointError
 from t2i_r1.rewards.aesthetic import AestheticHead, AestheticReward, convert_aesthetic_state_dict
 from t2i_r1.rewards.clip_score import CLIPScoreReward
+from t2i_r1.utils.checkpoints import MissingCheckpointError
 
 PROJ = 8
 

@@ -11,10 +11,10 @@ import torch
 
 from t2i_r1.config_io import ConfigError, load_config
 from t2i_r1.data import PromptRecord
-from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
-from t2i_r1.train.config import LoraSettings
+from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 from t2i_r1.train import BiCoTGRPOTrainer, GRPOConfig, ModelConfig, OptimConfig, RewardSpec, RolloutConfig, TrainConfig
+from t2i_r1.train.config import LoraSettings
 
 SPEC = TinyJanusSpec(hidden=64, layers=2, heads=2, image_tokens=16, codebook=64)
 PROMPTS = [PromptRecord("a red cube"), PromptRecord("two green cats")]
@@ -102,31 +102,53 @@ def test_ablation_trains_only_its_tokens(tmp_path, monkeypatch, mode, segments):
     assert not trainer.policy.model.model.generation_head.vision_head.weight.requires_grad
 
 
-@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "segment_weighted"])
-def test_micro_batches_give_the_full_batch_gradient(tmp_path, aggregation):
-    """Splitting a step into micro-batches must not change its gradient (loss scaling by token shares).
+def step_gradients(tmp_path, micro_batch_size, images_per_plan=1, **grpo) -> list[dict[str, torch.Tensor]]:
+    """The accumulated gradient at every optimiser step of one training step (one per pass), the weights
+    left unchanged so every pass sees the same model; the rollout is seeded alike for every call."""
+    rollout = RolloutConfig(plans_per_prompt=8 // images_per_plan, images_per_plan=images_per_plan,
+                            plan=PlanSamplingConfig(max_new_tokens=8), image=ImageSamplingConfig(guidance_scale=2.0))
+    config = make_config(tmp_path / str(micro_batch_size), rollout=rollout, grpo=GRPOConfig(**grpo),
+                         micro_batch_size=micro_batch_size, steps=1)
+    trainer = make_trainer(config)
+    passes = []
 
-    Gradients, not weights, are compared: Adam's first step is nearly sign(gradient), so round-off on
-    near-zero gradient entries would flip whole weight updates.
-    """
-    grpo = GRPOConfig(beta=0.05, loss_aggregation=aggregation, plan_weight=0.7, image_weight=0.3)
-    grads = []
-    for micro in (8, 2):
-        trainer = make_trainer(make_config(tmp_path / str(micro), grpo=grpo, micro_batch_size=micro, steps=1))
-        captured = {}
+    def record(*args, **kwargs):
+        passes.append({n: p.grad.detach().clone() for n, p in trainer.policy.model.named_parameters()
+                       if p.grad is not None})
 
-        def record(*args, _trainer=trainer, _captured=captured, **kwargs):
-            for name, p in _trainer.policy.model.named_parameters():
-                if p.grad is not None:
-                    _captured[name] = p.grad.detach().clone()
+    trainer.optimizer.step = record
+    torch.manual_seed(1)  # the same rollout for every call
+    trainer.train_step(PROMPTS)
+    return passes
 
-        trainer.optimizer.step = record
-        torch.manual_seed(1)  # the same rollout for both
-        trainer.train_step(PROMPTS)
-        grads.append(captured)
-    assert grads[0] and grads[0].keys() == grads[1].keys()
-    for name in grads[0]:
-        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-7, rtol=1e-4), name
+
+def assert_same_gradients(split, whole):
+    """Gradients, not weights, are compared: Adam's first step is nearly sign(gradient), so round-off on
+    near-zero gradient entries would flip whole weight updates."""
+    assert len(split) == len(whole) and whole[0]
+    for got, expected in zip(split, whole):
+        assert got.keys() == expected.keys()
+        for name in expected:
+            assert torch.allclose(got[name], expected[name], atol=1e-7, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("iterations", [1, 2])
+@pytest.mark.parametrize("beta", [0.0, 0.05])
+@pytest.mark.parametrize("images_per_plan", [1, 2])
+def test_micro_batches_give_the_unsplit_gradient(tmp_path, images_per_plan, beta, iterations):
+    """16 samples in micro-batches of 6, 6 and 4 (whole plans): the gradient of every pass equals the unsplit
+    one, also with several images per plan, a reference model (beta > 0) and old log-probs (several passes)."""
+    grpo = dict(beta=beta, num_iterations=iterations)
+    whole = step_gradients(tmp_path / "whole", 16, images_per_plan, **grpo)
+    assert len(whole) == iterations
+    assert_same_gradients(step_gradients(tmp_path / "split", 6, images_per_plan, **grpo), whole)
+
+
+@pytest.mark.parametrize("aggregation", ["sequence_mean", "segment_weighted"])
+def test_micro_batches_give_the_unsplit_gradient_for_every_aggregation(tmp_path, aggregation):
+    grpo = dict(beta=0.05, num_iterations=2, loss_aggregation=aggregation, plan_weight=0.7, image_weight=0.3)
+    whole = step_gradients(tmp_path / "whole", 16, 2, **grpo)
+    assert_same_gradients(step_gradients(tmp_path / "split", 4, 2, **grpo), whole)
 
 
 def test_loss_matches_unoptimised_reference_formula(tmp_path, monkeypatch):

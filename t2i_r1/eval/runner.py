@@ -37,7 +37,15 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from t2i_r1.eval.base import Benchmark, ImageRecord, Metric, PromptGroup, PromptItem, build_benchmark, limit_per_category
+from t2i_r1.eval.base import (
+    Benchmark,
+    ImageRecord,
+    Metric,
+    PromptGroup,
+    PromptItem,
+    build_benchmark,
+    limit_per_category,
+)
 from t2i_r1.utils.io import atomic_path, write_json_atomic
 
 if TYPE_CHECKING:  # the pipeline (torch, transformers) is imported only when images are drawn

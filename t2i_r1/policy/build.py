@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import torch
 from tokenizers import Tokenizer, processors
-from transformers import JanusConfig, JanusForConditionalGeneration, JanusProcessor, LlamaConfig, PreTrainedTokenizerFast
+from transformers import (
+    JanusConfig,
+    JanusForConditionalGeneration,
+    JanusProcessor,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+)
 from transformers.models.janus.configuration_janus import JanusVisionConfig, JanusVQVAEConfig
 from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from t2i_r1.data import PromptRecord
-from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 from t2i_r1.rollout.sampling import PlanSamplingConfig
+from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 from t2i_r1.train import BiCoTGRPOTrainer, ModelConfig, OptimConfig, RewardSpec, RolloutConfig, TrainConfig
 
 
