@@ -149,6 +149,7 @@ def test_wise_end_to_end_with_scripted_judges(tmp_path, shared_data, settings, p
     assert all(plan in r.text for plan, r in zip(plans, plan_judge.requests))
 
 
+@pytest.mark.slow
 def test_cli_runs_wise_with_a_local_judge(tmp_path, shared_data, scorers, tiny_checkpoint, monkeypatch, capsys):
     out = tmp_path / "run"
     argv = ["eval", "--benchmark", "wise", "--model", str(tiny_checkpoint), "--out", str(out), "--limit", "1",
@@ -284,6 +285,7 @@ with open({ranks!r} + f"/rank{{state.process_index}}.json", "w") as f:  # a file
 """
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_work_and_match_one(tmp_path, tiny_checkpoint, settings, pipeline):
     import os
     import subprocess

@@ -74,12 +74,23 @@ def test_within_group_std():
     assert torch.allclose(within_group_std(values, 4), torch.tensor([1.0, 0.0]))
 
 
-def test_exploration_potential_runs_per_reward():
+def test_exploration_potential_is_the_mean_within_group_std():
     policy = build_tiny_janus(SPEC)
-    rewards = RewardEnsemble({"red": PixelStatReward("red"), "std": PixelStatReward("std")})
-    result = exploration_potential(policy, [PromptRecord("a red cube"), PromptRecord("two cats")], rewards,
-                                   group_size=3, plan_config=PlanSamplingConfig(max_new_tokens=4))
-    assert set(result) == {"red", "std", "total"} and all(v >= 0 for v in result.values())
+    red, std = PixelStatReward("red"), PixelStatReward("std")
+    rewards = RewardEnsemble({"red": red, "std": (std, 2.0)})
+    prompts = [PromptRecord("a red cube"), PromptRecord("two cats")]
+    plan_config = PlanSamplingConfig(max_new_tokens=4)
+    result = exploration_potential(policy, prompts, rewards, group_size=3, plan_config=plan_config, seed=5)
+    # the same draws by hand: both prompts in one batch, the generator seeded as the function seeds it
+    rollout = generate_rollouts(policy, [r.prompt for r in prompts], plans_per_prompt=3, plan_config=plan_config,
+                                generator=torch.Generator().manual_seed(5))
+    images = policy.to_pil(policy.decode_image_tokens(rollout.images.tokens))
+    values = {name: torch.tensor(fn(rollout.sample_prompts, images), dtype=torch.float32)
+              for name, fn in (("red", red), ("std", std))}
+    values["total"] = values["red"] + 2.0 * values["std"]
+    expected = {name: float(within_group_std(v, 3).mean()) for name, v in values.items()}
+    assert result == pytest.approx(expected, rel=1e-5)
+    assert all(v > 0 for v in result.values())  # random images differ within a group
 
 
 def test_write_plans_with_a_vlm_makes_triples(tmp_path, tiny_checkpoint):

@@ -132,9 +132,16 @@ def assert_same_gradients(split, whole):
             assert torch.allclose(got[name], expected[name], atol=1e-7, rtol=1e-4), name
 
 
-@pytest.mark.parametrize("iterations", [1, 2])
-@pytest.mark.parametrize("beta", [0.0, 0.05])
-@pytest.mark.parametrize("images_per_plan", [1, 2])
+def _grid():
+    """K x beta x passes; the two corners (the paper's shape, and everything on at once) run in the fast tier."""
+    for K in (1, 2):
+        for beta in (0.0, 0.05):
+            for iterations in (1, 2):
+                corner = (K, beta, iterations) in ((1, 0.0, 1), (2, 0.05, 2))
+                yield pytest.param(K, beta, iterations, marks=() if corner else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("images_per_plan, beta, iterations", list(_grid()))
 def test_micro_batches_give_the_unsplit_gradient(tmp_path, images_per_plan, beta, iterations):
     """16 samples in micro-batches of 6, 6 and 4 (whole plans): the gradient of every pass equals the unsplit
     one, also with several images per plan, a reference model (beta > 0) and old log-probs (several passes)."""
@@ -144,7 +151,7 @@ def test_micro_batches_give_the_unsplit_gradient(tmp_path, images_per_plan, beta
     assert_same_gradients(step_gradients(tmp_path / "split", 6, images_per_plan, **grpo), whole)
 
 
-@pytest.mark.parametrize("aggregation", ["sequence_mean", "segment_weighted"])
+@pytest.mark.parametrize("aggregation", [pytest.param("sequence_mean", marks=pytest.mark.slow), "segment_weighted"])
 def test_micro_batches_give_the_unsplit_gradient_for_every_aggregation(tmp_path, aggregation):
     grpo = dict(beta=0.05, num_iterations=2, loss_aggregation=aggregation, plan_weight=0.7, image_weight=0.3)
     whole = step_gradients(tmp_path / "whole", 16, 2, **grpo)
