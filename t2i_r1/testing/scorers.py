@@ -28,7 +28,7 @@ def tiny_clip_tokenizer(model_max_length: int = 77):
     return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[], model_max_length=model_max_length)
 
 
-def save_tiny_clip(path: Path, seed: int = 0) -> Path:
+def save_tiny_clip(path: Path, seed: int = 0, projection: int = PROJECTION) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
 
     tok = tiny_clip_tokenizer()
@@ -38,7 +38,7 @@ def save_tiny_clip(path: Path, seed: int = 0) -> Path:
                          bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id),
         vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                            image_size=32, patch_size=8),
-        projection_dim=PROJECTION,
+        projection_dim=projection,
     )  # fmt: skip
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(path)

@@ -244,3 +244,18 @@ class TrainingLoop:
             JanusPolicy(model, p.processor, p.reasoning_template, p.image_prompt_format).save_pretrained(directory)
         acc.wait_for_everyone()
         return directory
+
+
+class LoopAttributes:
+    """For a trainer that owns a ``TrainingLoop`` as ``self.loop``: its state under the names trainers have
+    always exposed (``trainer.policy``, ``trainer.step``, ``trainer.optimizer``...), read-only."""
+
+    loop: TrainingLoop
+    accelerator = property(lambda self: self.loop.accelerator)
+    policy = property(lambda self: self.loop.policy)
+    module = property(lambda self: self.loop.module)
+    optimizer = property(lambda self: self.loop.optimizer)
+    scheduler = property(lambda self: self.loop.scheduler)
+    trained_model = property(lambda self: self.loop.trained_model)
+    output_dir = property(lambda self: self.loop.output_dir)
+    step = property(lambda self: self.loop.step)

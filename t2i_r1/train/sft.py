@@ -31,7 +31,7 @@ from t2i_r1.policy.janus import JanusPolicy
 from t2i_r1.rollout.logprobs import LogProbSettings
 from t2i_r1.train.batch import PlanRows, SampleRows, TrainingBatch
 from t2i_r1.train.config import ModelConfig, OptimConfig
-from t2i_r1.train.loop import StepResult, TrainingLoop
+from t2i_r1.train.loop import LoopAttributes, StepResult, TrainingLoop
 
 # Maximum likelihood of the data: conditional image log-probs, no guidance, temperature 1.
 SFT_LOG_PROBS = LogProbSettings(plan_temperature=1.0, image_mode="conditional", guidance_scale=1.0,
@@ -100,7 +100,7 @@ def load_triples(path: str | Path) -> list[Triple]:
     return triples
 
 
-class SFTTrainer:
+class SFTTrainer(LoopAttributes):
     def __init__(self, config: SFTConfig, *, policy: JanusPolicy | None = None, accelerator: Accelerator | None = None):
         self.config = cfg = config
         self.loop = TrainingLoop(cfg, name="SFT", policy=policy, accelerator=accelerator)
@@ -110,14 +110,6 @@ class SFTTrainer:
             for i in range(0, len(self.triples), 32)
         ])  # (D, T)
         self.loop.prepare(SFT_LOG_PROBS)
-
-    accelerator = property(lambda self: self.loop.accelerator)
-    policy = property(lambda self: self.loop.policy)
-    module = property(lambda self: self.loop.module)
-    optimizer = property(lambda self: self.loop.optimizer)
-    trained_model = property(lambda self: self.loop.trained_model)
-    output_dir = property(lambda self: self.loop.output_dir)
-    step = property(lambda self: self.loop.step)
 
     def batch_for_step(self, step: int) -> list[int]:
         """This process's triples for ``step`` (the loop's schedule: a permutation per epoch, a slice per process)."""

@@ -52,7 +52,7 @@ from t2i_r1.rollout.logprobs import LogProbSettings
 from t2i_r1.rollout.rollout import Rollout, generate_rollouts
 from t2i_r1.train.batch import TrainingBatch
 from t2i_r1.train.config import TrainConfig
-from t2i_r1.train.loop import LogProbModule, StepResult, TrainingLoop
+from t2i_r1.train.loop import LogProbModule, LoopAttributes, StepResult, TrainingLoop
 from t2i_r1.utils.grid import captioned_grid
 
 # Dimension letters: B prompts, G plans per prompt, K images per plan, N = B*G*K samples,
@@ -74,7 +74,7 @@ class PhaseTimer:
         self.seconds[name] += time.perf_counter() - start
 
 
-class BiCoTGRPOTrainer:
+class BiCoTGRPOTrainer(LoopAttributes):
     def __init__(
         self,
         config: TrainConfig,
@@ -99,16 +99,6 @@ class BiCoTGRPOTrainer:
         self.reference = self._setup_reference()  # before prepare: a sharded model cannot be copied
         self.loop.prepare(self.log_prob_settings, cfg.rollout.mode)
         self.timer_factory: Callable[[], PhaseTimer] = PhaseTimer  # benchmarks swap in a counting timer
-
-    # The loop's state, under the names the trainer has always had.
-    accelerator = property(lambda self: self.loop.accelerator)
-    policy = property(lambda self: self.loop.policy)
-    module = property(lambda self: self.loop.module)
-    optimizer = property(lambda self: self.loop.optimizer)
-    scheduler = property(lambda self: self.loop.scheduler)
-    trained_model = property(lambda self: self.loop.trained_model)
-    output_dir = property(lambda self: self.loop.output_dir)
-    step = property(lambda self: self.loop.step)
 
     def _setup_reference(self):
         """None (beta = 0), "adapters" (LoRA: the same model with adapters disabled) or a frozen copy."""
