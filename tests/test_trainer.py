@@ -102,24 +102,26 @@ def test_ablation_trains_only_its_tokens(tmp_path, monkeypatch, mode, segments):
     assert not trainer.policy.model.model.generation_head.vision_head.weight.requires_grad
 
 
-def step_gradients(tmp_path, micro_batch_size, images_per_plan=1, **grpo) -> list[dict[str, torch.Tensor]]:
-    """The accumulated gradient at every optimiser step of one training step (one per pass), the weights
-    left unchanged so every pass sees the same model; the rollout is seeded alike for every call."""
+def gradients_by_micro_batch(tmp_path, micro_batch_sizes, images_per_plan=1, **grpo):
+    """For each micro-batch size, the accumulated gradient at every optimiser step of one training step (one
+    per pass) on one trainer: the optimiser step is replaced by a recorder, so the weights never change and
+    every step starts from the same model and draws the same (seeded) rollout."""
     rollout = RolloutConfig(plans_per_prompt=8 // images_per_plan, images_per_plan=images_per_plan,
                             plan=PlanSamplingConfig(max_new_tokens=8), image=ImageSamplingConfig(guidance_scale=2.0))
-    config = make_config(tmp_path / str(micro_batch_size), rollout=rollout, grpo=GRPOConfig(**grpo),
-                         micro_batch_size=micro_batch_size, steps=1)
-    trainer = make_trainer(config)
-    passes = []
+    trainer = make_trainer(make_config(tmp_path, rollout=rollout, grpo=GRPOConfig(**grpo), steps=4))
+    runs: list[list[dict[str, torch.Tensor]]] = []
 
     def record(*args, **kwargs):
-        passes.append({n: p.grad.detach().clone() for n, p in trainer.policy.model.named_parameters()
-                       if p.grad is not None})
+        runs[-1].append({n: p.grad.detach().clone() for n, p in trainer.policy.model.named_parameters()
+                         if p.grad is not None})
 
     trainer.optimizer.step = record
-    torch.manual_seed(1)  # the same rollout for every call
-    trainer.train_step(PROMPTS)
-    return passes
+    for size in micro_batch_sizes:
+        trainer.config.micro_batch_size = size
+        runs.append([])
+        torch.manual_seed(1)  # the same rollout every time
+        trainer.train_step(PROMPTS)
+    return runs
 
 
 def assert_same_gradients(split, whole):
@@ -145,17 +147,15 @@ def _grid():
 def test_micro_batches_give_the_unsplit_gradient(tmp_path, images_per_plan, beta, iterations):
     """16 samples in micro-batches of 6, 6 and 4 (whole plans): the gradient of every pass equals the unsplit
     one, also with several images per plan, a reference model (beta > 0) and old log-probs (several passes)."""
-    grpo = dict(beta=beta, num_iterations=iterations)
-    whole = step_gradients(tmp_path / "whole", 16, images_per_plan, **grpo)
+    whole, split = gradients_by_micro_batch(tmp_path, (16, 6), images_per_plan, beta=beta, num_iterations=iterations)
     assert len(whole) == iterations
-    assert_same_gradients(step_gradients(tmp_path / "split", 6, images_per_plan, **grpo), whole)
+    assert_same_gradients(split, whole)
 
 
 @pytest.mark.parametrize("aggregation", [pytest.param("sequence_mean", marks=pytest.mark.slow), "segment_weighted"])
 def test_micro_batches_give_the_unsplit_gradient_for_every_aggregation(tmp_path, aggregation):
     grpo = dict(beta=0.05, num_iterations=2, loss_aggregation=aggregation, plan_weight=0.7, image_weight=0.3)
-    whole = step_gradients(tmp_path / "whole", 16, 2, **grpo)
-    assert_same_gradients(step_gradients(tmp_path / "split", 4, 2, **grpo), whole)
+    assert_same_gradients(*reversed(gradients_by_micro_batch(tmp_path, (16, 4), 2, **grpo)))
 
 
 def test_loss_matches_unoptimised_reference_formula(tmp_path, monkeypatch):
