@@ -20,10 +20,10 @@ import time
 import torch
 
 from t2i_r1.policy.janus import JanusPolicy
-from t2i_r1.policy.tiny import PRESETS, build_tiny_janus
 from t2i_r1.rollout import fast_decode
 from t2i_r1.rollout.rollout import generate_rollouts
 from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
+from t2i_r1.testing import PRESETS, build_tiny_janus
 from t2i_r1.train.trainer import PhaseTimer
 
 PROMPTS = [

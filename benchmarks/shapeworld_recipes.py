@@ -3,7 +3,7 @@ next to the base model; and the exploration potential that explains why SFT befo
 
 Rows, each scored on the same held-out prompts with the same sampling seeds, once per seed:
 - ``base``: the packaged ShapeWorld Janus, its own plans.
-- ``SFT``: ``t2i_r1.sft.SFTTrainer`` from the packaged model on rendered training triples
+- ``SFT``: ``t2i_r1.train.sft.SFTTrainer`` from the packaged model on rendered training triples
   (``recipes.write_triples``: exact images, each with the plan of its scene).
 - ``SFT -> RL``: the demo's BiCoT-GRPO (``demo.run_grpo``) from that SFT model.
 - ``RL``: the same BiCoT-GRPO from the packaged model.
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     from t2i_r1.rewards.ensemble import RewardEnsemble
     from t2i_r1.rewards.programmatic import ProgrammaticReward
     from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
-    from t2i_r1.sft import SFTConfig, SFTTrainer
+    from t2i_r1.train.sft import SFTConfig, SFTTrainer
     from t2i_r1.shapeworld.demo import run_grpo
     from t2i_r1.shapeworld.evaluator import partial_reward, summarize
     from t2i_r1.shapeworld.grammar import CATEGORIES, prompt_set

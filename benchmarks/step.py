@@ -33,9 +33,9 @@ import torch
 
 from t2i_r1.data import PromptRecord
 from t2i_r1.policy.janus import JanusPolicy
-from t2i_r1.policy.tiny import TinyJanusSpec, build_tiny_janus
 from t2i_r1.rewards.pixel import PixelStatReward
 from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
+from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 from t2i_r1.train import BiCoTGRPOTrainer, GRPOConfig, ModelConfig, OptimConfig, RewardSpec, RolloutConfig, TrainConfig
 from t2i_r1.train.trainer import PhaseTimer
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from t2i_r1.data import PromptRecord
+from t2i_r1.grpo.core import group_moments
 from t2i_r1.policy.janus import JanusPolicy
 from t2i_r1.rewards.ensemble import RewardEnsemble
 from t2i_r1.rollout.rollout import generate_rollouts
@@ -20,13 +21,10 @@ from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
 
 
 def within_group_std(values: torch.Tensor, group_size: int) -> torch.Tensor:
-    """(N,) rewards, groups of ``group_size`` -> (B,) sample std of the non-NaN values of each group."""
-    groups = values.view(-1, group_size)  # (B, G)
-    valid = ~groups.isnan()
-    count = valid.sum(1)
-    mean = torch.where(valid, groups, 0.0).sum(1) / count.clamp(min=1)
-    sq = torch.where(valid, (groups - mean[:, None]) ** 2, 0.0).sum(1)
-    return torch.where(count > 1, (sq / (count - 1).clamp(min=1)).sqrt(), torch.nan)
+    """(N,) rewards, groups of ``group_size`` -> (B,) sample std of the non-NaN values of each group (the
+    std GRPO normalises by, ``grpo.core.group_moments``); NaN for a group with fewer than two values."""
+    moments = group_moments(values, group_size, std="sample")
+    return torch.where(moments.count > 1, moments.std, torch.nan)  # (B,)
 
 
 @torch.no_grad()

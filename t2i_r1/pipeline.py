@@ -1,4 +1,6 @@
-"""The user-facing generation API: ``plan``, ``sample_images``, ``generate``, ``log_probs``.
+"""The user-facing generation API: ``plan``, ``sample_images``, ``generate``; and ``PipelineConfig``, the one
+set of generation settings (checkpoint, plan writer, plan and image sampling) that the ``generate``,
+``eval`` and ``serve`` commands build from their shared flags (``t2i_r1.cli.options``).
 
     pipe = T2IR1Pipeline.from_pretrained("deepseek-community/Janus-Pro-7B", dtype="bfloat16", device="cuda")
     results = pipe.generate(["a red cube left of a blue sphere"], num_images=4, seed=0)
@@ -17,8 +19,30 @@ import torch
 from PIL import Image
 
 from t2i_r1.policy.janus import DEFAULT_IMAGE_PROMPT_FORMAT, JanusPolicy
-from t2i_r1.rollout.rollout import Rollout, generate_rollouts, rollout_log_probs
+from t2i_r1.rollout.rollout import Rollout, generate_rollouts
 from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSample, PlanSamplingConfig, sample_plans
+
+
+@dataclass
+class PipelineConfig:
+    """How a pipeline is built and how it draws."""
+
+    model: str
+    """Janus checkpoint directory or hub id."""
+    dtype: str = "float32"
+    device: str | None = None
+    """None: the caller's default (the accelerate process's device in ``t2i-r1 eval``, else cpu)."""
+    template: str | None = None
+    """Reasoning-instruction file with a {prompt} slot; None: the checkpoint's own, else the packaged one."""
+    image_prompt_format: str = DEFAULT_IMAGE_PROMPT_FORMAT
+    planner: str | None = None
+    """A causal LM (directory or hub id) that writes the plans instead of the Janus model."""
+    use_plan: bool = True
+    """False: draw from the prompt alone (no semantic-level CoT)."""
+    seed: int = 0
+    """Prompt i of a run is drawn with seed + i."""
+    plan: PlanSamplingConfig = field(default_factory=PlanSamplingConfig)
+    image: ImageSamplingConfig = field(default_factory=ImageSamplingConfig)
 
 
 @dataclass
@@ -65,6 +89,25 @@ class T2IR1Pipeline:
             image_prompt_format=image_prompt_format,
         )
         return cls(policy, **configs)
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig, device: str | None = None) -> T2IR1Pipeline:
+        """The pipeline ``config`` describes, on ``device`` (default: ``config.device``, else cpu), with the
+        external planner loaded when it names one."""
+        device = device or config.device or "cpu"
+        planner = None
+        if config.planner and config.use_plan:
+            from t2i_r1.planner import ExternalPlanner
+
+            planner = ExternalPlanner.from_pretrained(
+                config.planner, dtype=config.dtype, device=device, reasoning_template=config.template,
+                max_new_tokens=config.plan.max_new_tokens, temperature=config.plan.temperature,
+            )
+        return cls.from_pretrained(
+            config.model, dtype=config.dtype, device=device, reasoning_template=config.template,
+            image_prompt_format=config.image_prompt_format, plan_config=config.plan, image_config=config.image,
+            planner=planner,
+        )
 
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.policy.device).manual_seed(seed)
@@ -117,9 +160,3 @@ class T2IR1Pipeline:
             Generation(prompt, plan, image, seed, settings)
             for prompt, plan, image in zip(rollout.sample_prompts, rollout.sample_plans, images)
         ]
-
-    def log_probs(self, rollout: Rollout) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Teacher-forced (plan, image) log-probs of a rollout under the current weights, with gradients."""
-        return rollout_log_probs(
-            self.policy, rollout, plan_temperature=self.plan_config.temperature, image_config=self.image_config
-        )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2i_r1.policy.tiny import TinyJanusSpec, build_tiny_janus
+from t2i_r1.testing import TinyJanusSpec, build_tiny_janus, save_tiny_planner
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -38,17 +38,4 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_planner(tmp_path_factory) -> Path:
     """A tiny random ``LlamaForCausalLM`` + tokenizer saved as a directory: an external planner."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from t2i_r1.policy.tiny import DEFAULT_CORPUS, train_tokenizer
-
-    tokenizer = train_tokenizer([DEFAULT_CORPUS], vocab_size=300)
-    torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                      bos_token_id=tokenizer.bos_token_id))
-    path = tmp_path_factory.mktemp("tiny-planner")
-    lm.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_planner(tmp_path_factory.mktemp("tiny-planner"))

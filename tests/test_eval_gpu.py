@@ -11,10 +11,12 @@ import torch
 from t2i_r1.eval.aesthetic_diversity import AestheticMetric, DiversityMetric
 from t2i_r1.eval.geneval import GenEval
 from t2i_r1.eval.plan_quality import PlanQualityMetric
-from t2i_r1.eval.runner import EvalConfig, GenerationSettings, run_eval
+from t2i_r1.eval.runner import EvalConfig, run_eval
 from t2i_r1.eval.t2i_compbench import T2ICompBench
-from t2i_r1.eval.tiny import save_tiny_scorers
 from t2i_r1.eval.wise import WISE
+from t2i_r1.pipeline import PipelineConfig
+from t2i_r1.rollout.sampling import PlanSamplingConfig
+from t2i_r1.testing.scorers import save_tiny_scorers
 
 
 def _wise_prompts(directory):
@@ -46,7 +48,8 @@ def test_benchmarks_on_gpu_match_cpu(tmp_path, tiny_checkpoint):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     tiny = save_tiny_scorers(tmp_path / "scorers")
-    settings = GenerationSettings(model=str(tiny_checkpoint), plan_max_tokens=8, device="cuda", dtype="bfloat16")
+    settings = PipelineConfig(model=str(tiny_checkpoint), device="cuda", dtype="bfloat16",
+                              plan=PlanSamplingConfig(max_new_tokens=8))
 
     kwargs = dict(vqa_model=tiny["blip_vqa"], clip_model=tiny["clip"], detector_model=tiny["owlv2"],
                   detector_threshold=0.0, use_spacy=False)  # fmt: skip

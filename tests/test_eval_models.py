@@ -17,7 +17,7 @@ from t2i_r1.eval import judges
 from t2i_r1.eval.detectors import DetectedObject, Mask2FormerDetector, OWLv2Detector
 from t2i_r1.eval.geneval import COLORS, ColorClassifier
 from t2i_r1.eval.judges import JudgeRequest, OpenAIJudge, TransformersJudge, build_judge
-from t2i_r1.eval.tiny import save_tiny_clip, save_tiny_mask2former, save_tiny_owlv2, save_tiny_vlm
+from t2i_r1.testing.scorers import save_tiny_clip, save_tiny_mask2former, save_tiny_owlv2, save_tiny_vlm
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,23 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from t2i_r1.cli import COMMANDS, build_parser, main
+from t2i_r1.cli import build_parser, main
 from t2i_r1.eval.aesthetic_diversity import AestheticMetric, DiversityMetric
 from t2i_r1.eval.base import Benchmark, PromptGroup, PromptItem, Published
 from t2i_r1.eval.geneval import TAGS, GenEval
 from t2i_r1.eval.judges import JudgeRequest
 from t2i_r1.eval.plan_quality import PlanQualityMetric
-from t2i_r1.eval.runner import EvalConfig, GenerationSettings, build_pipeline, read_cache, run_eval
+from t2i_r1.eval.runner import EvalConfig, read_cache, run_eval
 from t2i_r1.eval.t2i_compbench import CATEGORIES, T2ICompBench
-from t2i_r1.eval.tiny import save_tiny_scorers
 from t2i_r1.eval.wise import WISE
+from t2i_r1.pipeline import PipelineConfig, T2IR1Pipeline
+from t2i_r1.rollout.sampling import PlanSamplingConfig
+from t2i_r1.testing.scorers import save_tiny_scorers
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +31,12 @@ def scorers(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def settings(tiny_checkpoint):
-    return GenerationSettings(model=str(tiny_checkpoint), plan_max_tokens=8)
+    return PipelineConfig(model=str(tiny_checkpoint), plan=PlanSamplingConfig(max_new_tokens=8))
 
 
 @pytest.fixture(scope="module")
 def pipeline(settings):
-    return build_pipeline(settings, "cpu")
+    return T2IR1Pipeline.from_config(settings)
 
 
 class ScriptedJudge:
@@ -60,7 +63,7 @@ def test_external_planner_writes_the_plans(tmp_path, settings, tiny_planner):
     from t2i_r1.eval.runner import generate_missing
     from t2i_r1.planner import ExternalPlanner
 
-    with_planner = GenerationSettings(**{**settings.__dict__, "planner": str(tiny_planner)})
+    with_planner = replace(settings, planner=str(tiny_planner))
     items = [PromptItem(index=i, key=f"p{i}", prompt=p, category="c") for i, p in enumerate(["a red cube", "two cats"])]
     assert generate_missing(tmp_path, items, 2, with_planner) == 2
     planner = ExternalPlanner.from_pretrained(tiny_planner, max_new_tokens=8)
@@ -114,7 +117,7 @@ def test_t2i_compbench_end_to_end(tmp_path, scorers, settings, pipeline):
 def test_geneval_end_to_end(tmp_path, scorers, settings, pipeline):
     bench = GenEval(detector_model=scorers["mask2former"], color_clip_model=scorers["clip"], threshold=0.0,
                     counting_threshold=0.0, device="cpu")  # fmt: skip
-    no_plan = GenerationSettings(**{**settings.__dict__, "use_plan": False})
+    no_plan = replace(settings, use_plan=False)
     results = run_eval(EvalConfig("geneval", tmp_path, no_plan, images_per_prompt=2, limit=1), benchmark=bench, pipeline=pipeline)
     metrics = results["metrics"]
     assert set(TAGS) <= set(metrics) and results["n_prompts"] == 6
@@ -146,8 +149,8 @@ def test_wise_end_to_end_with_scripted_judges(tmp_path, shared_data, settings, p
     assert all(plan in r.text for plan, r in zip(plans, plan_judge.requests))
 
 
+@pytest.mark.slow
 def test_cli_runs_wise_with_a_local_judge(tmp_path, shared_data, scorers, tiny_checkpoint, monkeypatch, capsys):
-    monkeypatch.setitem(COMMANDS, "eval", ("t2i_r1.eval.cli", "generate and score a benchmark"))
     out = tmp_path / "run"
     argv = ["eval", "--benchmark", "wise", "--model", str(tiny_checkpoint), "--out", str(out), "--limit", "1",
             "--prompts-dir", str(shared_data / "benchmarks" / "wise"), "--plan-max-tokens", "4",
@@ -163,7 +166,7 @@ def test_cli_runs_wise_with_a_local_judge(tmp_path, shared_data, scorers, tiny_c
     assert "--detector does not apply to --benchmark wise" in capsys.readouterr().err
     args = build_parser().parse_args(["eval", "--benchmark", "geneval", "--out", "x", "--detector-model", "m2f",
                                       "--categories", "counting, colors"])  # fmt: skip
-    from t2i_r1.eval.cli import benchmark_options
+    from t2i_r1.cli.eval import benchmark_options
 
     assert benchmark_options(args) == {"detector_model": "m2f", "categories": ["counting", "colors"]}
 
@@ -259,7 +262,7 @@ def test_killed_runs_resume_without_redoing_finished_work(tmp_path, settings, pi
     assert bench.scored == []
 
     # 5. Other drawing settings into the same folder are refused.
-    other = EvalConfig("toy", tmp_path, GenerationSettings(**{**settings.__dict__, "use_plan": False}))
+    other = EvalConfig("toy", tmp_path, replace(settings, use_plan=False))
     with pytest.raises(ValueError, match="use_plan"):
         run_eval(other, benchmark=ToyBenchmark(), pipeline=pipeline)
 
@@ -268,10 +271,13 @@ SHARDED_SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})
 from test_eval_runner import ToyBenchmark
-from t2i_r1.eval.runner import EvalConfig, GenerationSettings, run_eval
+from t2i_r1.eval.runner import EvalConfig, run_eval
+from t2i_r1.pipeline import PipelineConfig
+from t2i_r1.rollout.sampling import PlanSamplingConfig
 
 bench = ToyBenchmark()
-run_eval(EvalConfig("toy", {out!r}, GenerationSettings(model={model!r}, plan_max_tokens=8)), benchmark=bench)
+settings = PipelineConfig(model={model!r}, plan=PlanSamplingConfig(max_new_tokens=8))
+run_eval(EvalConfig("toy", {out!r}, settings), benchmark=bench)
 from accelerate import PartialState
 state = PartialState()
 with open({ranks!r} + f"/rank{{state.process_index}}.json", "w") as f:  # a file each: stdout of 2 ranks interleaves
@@ -279,6 +285,7 @@ with open({ranks!r} + f"/rank{{state.process_index}}.json", "w") as f:  # a file
 """
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_work_and_match_one(tmp_path, tiny_checkpoint, settings, pipeline):
     import os
     import subprocess

@@ -5,9 +5,11 @@ import json
 import pytest
 
 from t2i_r1.eval.base import ImageRecord, PromptGroup
-from t2i_r1.eval.runner import EvalConfig, GenerationSettings, build_pipeline, run_eval
+from t2i_r1.eval.runner import EvalConfig, run_eval
 from t2i_r1.eval.shapeworld import ShapeWorldBenchmark
-from t2i_r1.shapeworld import prompt_set, render_image, sample_example
+from t2i_r1.pipeline import PipelineConfig, T2IR1Pipeline
+from t2i_r1.rollout.sampling import PlanSamplingConfig
+from t2i_r1.shapeworld import CATEGORIES, prompt_set, render_image, sample_example
 
 
 def test_prompts_are_heldout_with_metadata():
@@ -42,10 +44,16 @@ def test_rendered_truth_scores_one_and_a_wrong_image_less(tmp_path):
 
 
 def test_end_to_end_run_writes_results(tmp_path, tiny_checkpoint):
-    settings = GenerationSettings(model=str(tiny_checkpoint), plan_max_tokens=6)
+    settings = PipelineConfig(model=str(tiny_checkpoint), plan=PlanSamplingConfig(max_new_tokens=6))
     config = EvalConfig(benchmark="shapeworld", out=tmp_path / "run", generation=settings, images_per_prompt=1,
                         benchmark_options={"prompts_per_category": 1})
-    results = run_eval(config, pipeline=build_pipeline(settings, "cpu"))
-    assert results is not None
-    written = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert "overall" in json.dumps(written)
+    results = run_eval(config, pipeline=T2IR1Pipeline.from_config(settings))
+    # one prompt per category, one image each, every category scored with a success rate in [0, 1]
+    assert (results["n_prompts"], results["n_images"]) == (len(CATEGORIES), len(CATEGORIES))
+    assert list(results["categories"]) == list(CATEGORIES)
+    metrics = results["metrics"]
+    assert {*CATEGORIES, "overall"} <= set(metrics) and all(0.0 <= metrics[c] <= 1.0 for c in CATEGORIES)
+    assert metrics["overall"] == pytest.approx(sum(metrics[c] for c in CATEGORIES) / len(CATEGORIES))
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == results
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (run["benchmark"], run["model"], run["plan_max_tokens"]) == ("shapeworld", str(tiny_checkpoint), 6)

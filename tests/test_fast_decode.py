@@ -10,7 +10,6 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaModel
 
-from t2i_r1.policy.tiny import TinyJanusSpec, build_tiny_janus
 from t2i_r1.rollout import fast_decode
 from t2i_r1.rollout.fast_decode import (
     DynamicCacheDecoder,
@@ -26,6 +25,7 @@ from t2i_r1.rollout.sampling import (
     sample_image_tokens,
     sample_plans,
 )
+from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 
 TOL = 1e-5
 PROMPTS = ["a red cube", "two green cats and a yellow dog on top of a wooden table left of a blue sphere"]

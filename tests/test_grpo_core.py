@@ -11,6 +11,7 @@ import torch
 from t2i_r1.grpo.core import (
     ADVANTAGE_ESTIMATORS,
     LOSS_AGGREGATIONS,
+    LossNormalizer,
     Segment,
     aggregate_loss,
     aggregate_rewards,
@@ -461,7 +462,9 @@ def test_grpo_loss_segment_weighted_and_token_ablation():
     loss, stats = grpo_loss(segs, t([1.0, 1.0, 1.0]), beta=0.01, aggregation="segment_weighted",
                             segment_weights={"plan": 1.0, "image": 1.0})
     loss.backward()
-    assert torch.isfinite(loss) and stats["plan_tokens"] == 0.0 and stats["kl_mean_plan"] == 0.0
+    # segment_weighted reports each segment's statistics under its name
+    assert torch.isfinite(loss) and stats["plan/plan_tokens"] == 0.0 and stats["plan/kl_mean"] == 0.0
+    assert stats["image/image_tokens"] == 18.0 and stats["image/kl_mean"] > 0
     assert segs["plan"].logp.grad.abs().sum() == 0
     assert segs["image"].logp.grad.abs().sum() > 0
 
@@ -488,3 +491,90 @@ def test_grpo_loss_errors():
     grpo_loss(segs, t([1.0, 1.0, 1.0]), beta=0.0)  # fine without a reference when beta is 0
     with pytest.raises(ValueError, match="at least one segment"):
         grpo_loss({}, t([1.0]))
+
+
+# ----------------------------------------------------------------------------------------------- step normaliser
+
+
+def _step(seed=0, n=6):
+    """n samples: plan (4 columns, ragged masks) and image (5 columns); a stale old_logp so some tokens clip."""
+    g = torch.Generator().manual_seed(seed)
+    segs = {}
+    for name, width in (("plan", 4), ("image", 5)):
+        lp = -torch.rand(n, width, generator=g, dtype=F64) * 3
+        mask = torch.rand(n, width, generator=g) > (0.3 if name == "plan" else 0.0)
+        mask[:, 0] = True  # every sample has tokens in both segments, as in the trainer
+        old = lp + 0.3 * torch.randn(n, width, generator=g, dtype=F64)
+        ref = lp + 0.1 * torch.randn(n, width, generator=g, dtype=F64)
+        segs[name] = Segment(lp.requires_grad_(True), mask, old, ref)
+    return segs, torch.randn(n, generator=g, dtype=F64)
+
+
+def _part(segs, rows):
+    return {k: Segment(s.logp[rows], s.mask[rows], s.old_logp[rows], s.ref_logp[rows]) for k, s in segs.items()}
+
+
+def _old_trainer_loss(segs, adv, rows, aggregation, weights, beta):
+    """The trainer's scaling before the step normaliser, written out: each micro-batch's own mean (over its
+    tokens, sequences, or each segment's tokens) times its share of the step's count."""
+    def per_token(seg, r):
+        pg, _ = policy_loss(seg.logp[r], seg.old_logp[r], adv[r], seg.mask[r], 0.2, 0.28)
+        return pg + beta * kl_k3(seg.logp[r], seg.ref_logp[r], seg.mask[r])
+
+    def mean(values, mask):
+        return (values * mask).sum() / mask.sum()
+
+    masks = {k: s.mask for k, s in segs.items()}
+    if aggregation == "segment_weighted":
+        shares = {k: float(m[rows].sum()) / float(m.sum()) for k, m in masks.items()}
+        return sum(weights[k] * mean(per_token(s, rows), masks[k][rows]) * shares[k] for k, s in segs.items())
+    joint = torch.cat([per_token(s, rows) for s in segs.values()], dim=1)
+    mask = torch.cat([m[rows] for m in masks.values()], dim=1)
+    if aggregation == "token_mean":
+        total = sum(float(m.sum()) for m in masks.values())
+        return mean(joint, mask) * (float(mask.sum()) / total)
+    per_sequence = (joint * mask).sum(1) / mask.sum(1)
+    return per_sequence.mean() * (len(per_sequence) / len(adv))
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "segment_weighted"])
+def test_step_normaliser_splits_the_step_loss_exactly(aggregation):
+    # Micro-batches [0, 2), [2, 3), [3, 6) with the step's normaliser: the losses add up to the one-piece
+    # loss, the gradients accumulate to its gradient, the statistics add up to its statistics, and each
+    # micro-batch's loss equals the old per-micro-batch mean times its share (bit-for-bit up to round-off).
+    weights = {"plan": 0.7, "image": 0.3}
+    common = dict(beta=0.05, eps_low=0.2, eps_high=0.28, aggregation=aggregation, segment_weights=weights)
+    segs, adv = _step()
+    whole, whole_stats = grpo_loss(segs, adv, **common)
+    whole.backward()
+    whole_grads = {k: s.logp.grad.clone() for k, s in segs.items()}
+
+    segs, adv = _step()
+    normalizer = LossNormalizer.from_masks({k: s.mask for k, s in segs.items()})
+    total, summed = 0.0, {}
+    for rows in (slice(0, 2), slice(2, 3), slice(3, 6)):
+        loss, stats = grpo_loss(_part(segs, rows), adv[rows], normalizer=normalizer, **common)
+        close(loss, _old_trainer_loss(segs, adv, rows, aggregation, weights, 0.05))
+        loss.backward()
+        total = total + loss.detach()
+        for k, v in stats.items():
+            summed[k] = summed.get(k, 0.0) + v
+    close(total, whole)
+    for k, s in segs.items():
+        close(s.logp.grad, whole_grads[k])
+    assert summed.keys() == whole_stats.keys()
+    for k in whole_stats:
+        close(summed[k], whole_stats[k])
+
+
+def test_normaliser_counts():
+    # plan: rows with 3, 0, 2 valid tokens; image: 0, 0, 1 -> 5 plan tokens, 1 image token, 2 sequences with any
+    plan = torch.tensor([[1, 1, 1], [0, 0, 0], [1, 1, 0]], dtype=torch.bool)
+    image = torch.tensor([[0], [0], [1]], dtype=torch.bool)
+    normalizer = LossNormalizer.from_masks({"plan": plan, "image": image})
+    assert normalizer.segment_tokens == {"plan": 5.0, "image": 1.0}
+    assert normalizer.tokens == 6.0 and normalizer.sequences == 2.0
+    # a normaliser must count every segment it normalises
+    with pytest.raises(ValueError, match=r"no token count for segment\(s\) \['image'\]"):
+        aggregate_loss(PER_TOKEN, MASK, "segment_weighted", {"plan": PLAN, "image": IMAGE}, {"plan": 1.0, "image": 1.0},
+                       normalizer=LossNormalizer({"plan": 4.0}, 2.0))

@@ -4,19 +4,18 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from t2i_r1.analysis import exploration_potential, within_group_std
 from t2i_r1.data import PromptFileError, PromptRecord
 from t2i_r1.planner import ExternalPlanner
 from t2i_r1.policy.janus import JanusPolicy
-from t2i_r1.policy.tiny import DEFAULT_CORPUS, TinyJanusSpec, build_tiny_janus, train_tokenizer
 from t2i_r1.rewards.ensemble import RewardEnsemble
 from t2i_r1.rewards.pixel import PixelStatReward
 from t2i_r1.rollout.rollout import generate_rollouts
 from t2i_r1.rollout.sampling import PlanSamplingConfig
-from t2i_r1.sft import SFTConfig, SFTTrainer, load_triples
+from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 from t2i_r1.train.config import ModelConfig, OptimConfig
+from t2i_r1.train.sft import SFTConfig, SFTTrainer, load_triples
 
 SPEC = TinyJanusSpec(hidden=64, layers=2, heads=2, image_tokens=16, codebook=64)
 
@@ -59,15 +58,8 @@ def test_triples_errors_name_file_and_line(tmp_path):
         load_triples(bad)
 
 
-def test_external_planner_feeds_the_image_model(tmp_path):
-    tokenizer = train_tokenizer([DEFAULT_CORPUS], vocab_size=300)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                      bos_token_id=tokenizer.bos_token_id))
-    lm.save_pretrained(tmp_path / "planner")
-    tokenizer.save_pretrained(tmp_path / "planner")
-    planner = ExternalPlanner.from_pretrained(tmp_path / "planner", max_new_tokens=6)
+def test_external_planner_feeds_the_image_model(tiny_planner):
+    planner = ExternalPlanner.from_pretrained(tiny_planner, max_new_tokens=6)
     plans = planner.plan(["a red cube", "two cats"], num_samples=2)
     assert len(plans) == 4 and all(isinstance(p, str) for p in plans)
     policy = build_tiny_janus(SPEC)
@@ -82,12 +74,23 @@ def test_within_group_std():
     assert torch.allclose(within_group_std(values, 4), torch.tensor([1.0, 0.0]))
 
 
-def test_exploration_potential_runs_per_reward():
+def test_exploration_potential_is_the_mean_within_group_std():
     policy = build_tiny_janus(SPEC)
-    rewards = RewardEnsemble({"red": PixelStatReward("red"), "std": PixelStatReward("std")})
-    result = exploration_potential(policy, [PromptRecord("a red cube"), PromptRecord("two cats")], rewards,
-                                   group_size=3, plan_config=PlanSamplingConfig(max_new_tokens=4))
-    assert set(result) == {"red", "std", "total"} and all(v >= 0 for v in result.values())
+    red, std = PixelStatReward("red"), PixelStatReward("std")
+    rewards = RewardEnsemble({"red": red, "std": (std, 2.0)})
+    prompts = [PromptRecord("a red cube"), PromptRecord("two cats")]
+    plan_config = PlanSamplingConfig(max_new_tokens=4)
+    result = exploration_potential(policy, prompts, rewards, group_size=3, plan_config=plan_config, seed=5)
+    # the same draws by hand: both prompts in one batch, the generator seeded as the function seeds it
+    rollout = generate_rollouts(policy, [r.prompt for r in prompts], plans_per_prompt=3, plan_config=plan_config,
+                                generator=torch.Generator().manual_seed(5))
+    images = policy.to_pil(policy.decode_image_tokens(rollout.images.tokens))
+    values = {name: torch.tensor(fn(rollout.sample_prompts, images), dtype=torch.float32)
+              for name, fn in (("red", red), ("std", std))}
+    values["total"] = values["red"] + 2.0 * values["std"]
+    expected = {name: float(within_group_std(v, 3).mean()) for name, v in values.items()}
+    assert result == pytest.approx(expected, rel=1e-5)
+    assert all(v > 0 for v in result.values())  # random images differ within a group
 
 
 def test_write_plans_with_a_vlm_makes_triples(tmp_path, tiny_checkpoint):

@@ -9,42 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
+from transformers import CLIPModel, CLIPProcessor
 
 from t2i_r1.rewards import build_reward
-from t2i_r1.rewards._common import MissingCheckpointError
 from t2i_r1.rewards.aesthetic import AestheticHead, AestheticReward, convert_aesthetic_state_dict
 from t2i_r1.rewards.clip_score import CLIPScoreReward
+from t2i_r1.testing.scorers import save_tiny_clip
+from t2i_r1.utils.checkpoints import MissingCheckpointError
 
 PROJ = 8
 
 
-def tiny_clip_tokenizer() -> CLIPTokenizer:
-    # Byte-level symbols only (no merges): every character is a token; enough for the real code path.
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    symbols = list(bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[])
-
-
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = tiny_clip_tokenizer()
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=32, eos_token_id=tok.eos_token_id,
-                         bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=PROJ,
-    )
-    path = tmp_path_factory.mktemp("clip")
-    CLIPModel(config).save_pretrained(path)
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(path)
-    return path
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"), projection=PROJ)
 
 
 def _images(n, seed=0):

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from t2i_r1.rewards import REWARD_REGISTRY, RewardFunction, build_reward
-from t2i_r1.rewards._common import resolve_device
 from t2i_r1.rewards.ensemble import EnsembleScores, RewardEnsemble
 from t2i_r1.rewards.programmatic import ProgrammaticReward, load_callable
+from t2i_r1.utils.checkpoints import resolve_device
 
 NAN = math.nan
 PROMPTS = ["a red square", "two circles", "a cat"]

@@ -14,7 +14,6 @@ from PIL import Image
 from transformers import CLIPModel
 
 from t2i_r1.rewards import build_reward
-from t2i_r1.rewards._common import MissingCheckpointError
 from t2i_r1.rewards.hps import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -25,6 +24,7 @@ from t2i_r1.rewards.hps import (
     hps_pixel_values,
     resize_max_side_and_pad,
 )
+from t2i_r1.utils.checkpoints import MissingCheckpointError
 
 # Tiny towers with different head widths in the two towers, as ViT-H-14 has (80 vs 64).
 VISION_WIDTH, VISION_HEAD_WIDTH, VISION_LAYERS, PATCH, GRID = 24, 8, 2, 4, 4  # 3 heads, 16 px images

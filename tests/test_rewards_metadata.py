@@ -5,15 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from t2i_r1.rewards.metadata import (
-    from_geneval,
-    infer_task_type,
-    main,
-    measure_agreement,
-    parse_prompt,
-    read_jsonl,
-    singular,
-)
+from benchmarks.metadata_agreement import from_geneval, main, measure_agreement, read_jsonl
+from t2i_r1.rewards.metadata import infer_task_type, parse_prompt, singular
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 TRAIN = DATA / "t2i_r1_train" / "geneval_and_t2i_data_final.jsonl"

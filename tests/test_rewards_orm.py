@@ -23,12 +23,12 @@ from transformers import (
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from t2i_r1.rewards import build_reward
-from t2i_r1.rewards._common import MissingCheckpointError
 from t2i_r1.rewards.orm import (
     DEFAULT_PROMPT_TEMPLATE,
     OutputRewardModel,
     convert_llava_onevision_state_dict,
 )
+from t2i_r1.utils.checkpoints import MissingCheckpointError
 
 IMAGE_SIZE, PATCH = 32, 8
 NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2 + 1  # 16 patches + the image_newline embedding

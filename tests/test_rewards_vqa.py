@@ -21,8 +21,9 @@ from transformers import (
 )
 
 from t2i_r1.rewards import build_reward
-from t2i_r1.rewards._common import MissingCheckpointError, YesNoTokens, answer_token_ids
+from t2i_r1.rewards._common import YesNoTokens, answer_token_ids
 from t2i_r1.rewards.vqa import BLIPVQAReward, GITVQAReward, aggregate_phrase_scores
+from t2i_r1.utils.checkpoints import MissingCheckpointError
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "yes", "no", "?", "a", "green", "red", "blue",
          "pizza", "bench", "dog", "cat", "car", "photo", "of", "wooden", "metallic", "[DEC]"]

@@ -10,13 +10,15 @@ from transformers import GenerationConfig
 
 from t2i_r1.rollout import (
     ImageSamplingConfig,
+    LogProbSettings,
     PlanSamplingConfig,
     image_log_probs,
+    log_probs,
     plan_log_probs,
     sample_image_tokens,
     sample_plans,
 )
-from t2i_r1.rollout.rollout import generate_rollouts, rollout_log_probs
+from t2i_r1.rollout.rollout import generate_rollouts
 
 PROMPTS = ["a red cube", "two green cats and a yellow dog on top of a wooden table left of a blue sphere"]
 TOL = 1e-4
@@ -58,14 +60,16 @@ def test_chunked_image_sampling_is_exact(tiny_policy):
 
 
 def test_rollout_with_plans_matches_teacher_forcing(tiny_policy):
+    plan_config, image_config = PlanSamplingConfig(max_new_tokens=12, temperature=0.9), ImageSamplingConfig()
     rollout = generate_rollouts(
         tiny_policy, PROMPTS, plans_per_prompt=2, images_per_plan=2,
-        plan_config=PlanSamplingConfig(max_new_tokens=12), generator=torch.Generator().manual_seed(3),
+        plan_config=plan_config, image_config=image_config, generator=torch.Generator().manual_seed(3),
     )
     assert rollout.plans.plan_ids.shape[0] == 4 and rollout.images.tokens.shape[0] == 8
     assert rollout.sample_prompts == [PROMPTS[0]] * 4 + [PROMPTS[1]] * 4
     assert rollout.sample_plans[0] == rollout.sample_plans[1] == rollout.plans.texts[0]
-    plan_lp, image_lp = rollout_log_probs(tiny_policy, rollout)
+    settings = LogProbSettings.of_sampling(plan_config, image_config)
+    plan_lp, image_lp = log_probs(tiny_policy, rollout.plans, rollout.images, settings)
     assert (plan_lp - rollout.plans.logprobs).abs().max().item() <= TOL
     assert (image_lp - rollout.images.logprobs).abs().max().item() <= TOL
 

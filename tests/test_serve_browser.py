@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from t2i_r1.policy.tiny import TinyJanusSpec, save_tiny_janus
+from t2i_r1.testing import TinyJanusSpec, save_tiny_janus
 
 pytestmark = pytest.mark.browser
 
@@ -79,14 +79,14 @@ def browser_path():
 
 @pytest.fixture(scope="module")
 def server(browser_path, tiny_checkpoint, tmp_path_factory):
-    """``python -m t2i_r1.serve.cli`` with two tiny checkpoints; yields its URL, stops it afterwards."""
+    """``python -m t2i_r1.cli serve`` with two tiny checkpoints; yields its URL, stops it afterwards."""
     work = tmp_path_factory.mktemp("serve")
     other = save_tiny_janus(work / "trained-tiny", TinyJanusSpec(seed=1))
     port = free_port()
     log_path = work / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     command = [
-        sys.executable, "-m", "t2i_r1.serve.cli", "--model", str(tiny_checkpoint), "--compare", str(other),
+        sys.executable, "-m", "t2i_r1.cli", "serve", "--model", str(tiny_checkpoint), "--compare", str(other),
         "--port", str(port), "--device", "cpu", "--max-images", "4", "--queue-size", "4",
     ]  # no --host: the default must be loopback, which the URL below relies on
     with open(log_path, "w") as log:

@@ -20,9 +20,8 @@ import pytest
 from PIL import Image
 
 from t2i_r1 import serve
+from t2i_r1.cli import serve as serve_cli
 from t2i_r1.pipeline import Generation, T2IR1Pipeline
-from t2i_r1.policy.tiny import TinyJanusSpec, build_tiny_janus
-from t2i_r1.serve import cli as serve_cli
 from t2i_r1.serve.app import make_request_fn, render_grid, render_status
 from t2i_r1.serve.handler import (
     PLAN_OFF_TEXT,
@@ -35,6 +34,7 @@ from t2i_r1.serve.handler import (
     format_plans,
     validate_request,
 )
+from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 
 PROMPT = "a red cube left of a blue sphere"
 

@@ -13,7 +13,7 @@ from PIL import Image
 from transformers import LlamaForCausalLM
 
 from t2i_r1.planner import ExternalPlanner
-from t2i_r1.sft import load_triples
+from t2i_r1.train.sft import load_triples
 from t2i_r1.shapeworld import CATEGORIES, ShapeWorldEvaluator, check_plan, parse_plan, prompt_set
 from t2i_r1.shapeworld.model import DEFAULT_ASSET, REASONING_TEMPLATE
 from t2i_r1.shapeworld.recipes import PlannerConfig, _lr, load_planner, plan_accuracy, train_planner, write_prompts, write_triples
@@ -140,7 +140,7 @@ def test_shapeworld_recipe_configs_run_through_the_generic_commands(tmp_path):
     """configs/recipes/*_shapeworld.yaml: the prompt file from write_prompts feeds the exact reward named
     in YAML; the SFT config trains on write_triples' output; the hybrid inherits the RL config."""
     from t2i_r1.config_io import load_config
-    from t2i_r1.sft import SFTConfig, SFTTrainer
+    from t2i_r1.train.sft import SFTConfig, SFTTrainer
     from t2i_r1.train import BiCoTGRPOTrainer, TrainConfig
 
     torch.set_num_threads(1)

@@ -11,10 +11,10 @@ import torch
 
 from t2i_r1.config_io import ConfigError, load_config
 from t2i_r1.data import PromptRecord
-from t2i_r1.policy.tiny import TinyJanusSpec, build_tiny_janus
 from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
-from t2i_r1.train.config import LoraSettings
+from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 from t2i_r1.train import BiCoTGRPOTrainer, GRPOConfig, ModelConfig, OptimConfig, RewardSpec, RolloutConfig, TrainConfig
+from t2i_r1.train.config import LoraSettings
 
 SPEC = TinyJanusSpec(hidden=64, layers=2, heads=2, image_tokens=16, codebook=64)
 PROMPTS = [PromptRecord("a red cube"), PromptRecord("two green cats")]
@@ -102,31 +102,60 @@ def test_ablation_trains_only_its_tokens(tmp_path, monkeypatch, mode, segments):
     assert not trainer.policy.model.model.generation_head.vision_head.weight.requires_grad
 
 
-@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "segment_weighted"])
-def test_micro_batches_give_the_full_batch_gradient(tmp_path, aggregation):
-    """Splitting a step into micro-batches must not change its gradient (loss scaling by token shares).
+def gradients_by_micro_batch(tmp_path, micro_batch_sizes, images_per_plan=1, **grpo):
+    """For each micro-batch size, the accumulated gradient at every optimiser step of one training step (one
+    per pass) on one trainer: the optimiser step is replaced by a recorder, so the weights never change and
+    every step starts from the same model and draws the same (seeded) rollout."""
+    rollout = RolloutConfig(plans_per_prompt=8 // images_per_plan, images_per_plan=images_per_plan,
+                            plan=PlanSamplingConfig(max_new_tokens=8), image=ImageSamplingConfig(guidance_scale=2.0))
+    trainer = make_trainer(make_config(tmp_path, rollout=rollout, grpo=GRPOConfig(**grpo), steps=4))
+    runs: list[list[dict[str, torch.Tensor]]] = []
 
-    Gradients, not weights, are compared: Adam's first step is nearly sign(gradient), so round-off on
-    near-zero gradient entries would flip whole weight updates.
-    """
-    grpo = GRPOConfig(beta=0.05, loss_aggregation=aggregation, plan_weight=0.7, image_weight=0.3)
-    grads = []
-    for micro in (8, 2):
-        trainer = make_trainer(make_config(tmp_path / str(micro), grpo=grpo, micro_batch_size=micro, steps=1))
-        captured = {}
+    def record(*args, **kwargs):
+        runs[-1].append({n: p.grad.detach().clone() for n, p in trainer.policy.model.named_parameters()
+                         if p.grad is not None})
 
-        def record(*args, _trainer=trainer, _captured=captured, **kwargs):
-            for name, p in _trainer.policy.model.named_parameters():
-                if p.grad is not None:
-                    _captured[name] = p.grad.detach().clone()
-
-        trainer.optimizer.step = record
-        torch.manual_seed(1)  # the same rollout for both
+    trainer.optimizer.step = record
+    for size in micro_batch_sizes:
+        trainer.config.micro_batch_size = size
+        runs.append([])
+        torch.manual_seed(1)  # the same rollout every time
         trainer.train_step(PROMPTS)
-        grads.append(captured)
-    assert grads[0] and grads[0].keys() == grads[1].keys()
-    for name in grads[0]:
-        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-7, rtol=1e-4), name
+    return runs
+
+
+def assert_same_gradients(split, whole):
+    """Gradients, not weights, are compared: Adam's first step is nearly sign(gradient), so round-off on
+    near-zero gradient entries would flip whole weight updates."""
+    assert len(split) == len(whole) and whole[0]
+    for got, expected in zip(split, whole):
+        assert got.keys() == expected.keys()
+        for name in expected:
+            assert torch.allclose(got[name], expected[name], atol=1e-7, rtol=1e-4), name
+
+
+def _grid():
+    """K x beta x passes; the two corners (the paper's shape, and everything on at once) run in the fast tier."""
+    for K in (1, 2):
+        for beta in (0.0, 0.05):
+            for iterations in (1, 2):
+                corner = (K, beta, iterations) in ((1, 0.0, 1), (2, 0.05, 2))
+                yield pytest.param(K, beta, iterations, marks=() if corner else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("images_per_plan, beta, iterations", list(_grid()))
+def test_micro_batches_give_the_unsplit_gradient(tmp_path, images_per_plan, beta, iterations):
+    """16 samples in micro-batches of 6, 6 and 4 (whole plans): the gradient of every pass equals the unsplit
+    one, also with several images per plan, a reference model (beta > 0) and old log-probs (several passes)."""
+    whole, split = gradients_by_micro_batch(tmp_path, (16, 6), images_per_plan, beta=beta, num_iterations=iterations)
+    assert len(whole) == iterations
+    assert_same_gradients(split, whole)
+
+
+@pytest.mark.parametrize("aggregation", [pytest.param("sequence_mean", marks=pytest.mark.slow), "segment_weighted"])
+def test_micro_batches_give_the_unsplit_gradient_for_every_aggregation(tmp_path, aggregation):
+    grpo = dict(beta=0.05, num_iterations=2, loss_aggregation=aggregation, plan_weight=0.7, image_weight=0.3)
+    assert_same_gradients(*reversed(gradients_by_micro_batch(tmp_path, (16, 4), 2, **grpo)))
 
 
 def test_loss_matches_unoptimised_reference_formula(tmp_path, monkeypatch):

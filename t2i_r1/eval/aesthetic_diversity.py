@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from t2i_r1.eval.base import PromptGroup, mean_or_none
-from t2i_r1.rewards._common import chunks, to_rgb
+from t2i_r1.utils.batches import chunks, to_rgb
 
 
 def mean_pairwise_cosine_distance(embeddings: torch.Tensor) -> float | None:

@@ -36,15 +36,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from t2i_r1.rewards._common import (
-    CheckpointSpec,
-    check_batch_size,
-    chunks,
-    load_pretrained,
-    resolve_device,
-    resolve_dtype,
-    to_rgb,
-)
+from t2i_r1.utils.batches import check_batch_size, chunks, to_rgb
+from t2i_r1.utils.checkpoints import CheckpointSpec, load_pretrained, resolve_device, resolve_dtype
 
 OWLV2_CHECKPOINT = CheckpointSpec(
     expected="a transformers OWLv2 directory (config.json, weights, preprocessor and tokenizer files)",

@@ -36,7 +36,8 @@ from PIL import Image
 
 from t2i_r1.eval.base import DATA_DIR, PromptGroup, PromptItem, Published, mean_or_none, read_lines
 from t2i_r1.eval.detectors import DetectedObject, build_detector
-from t2i_r1.rewards._common import CheckpointSpec, check_batch_size, chunks, load_pretrained, resolve_device, resolve_dtype
+from t2i_r1.utils.batches import check_batch_size, chunks
+from t2i_r1.utils.checkpoints import CheckpointSpec, load_pretrained, resolve_device, resolve_dtype
 
 BUNDLED_DIR = DATA_DIR / "geneval"
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")

@@ -141,7 +141,7 @@ class TransformersJudge:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from t2i_r1.rewards._common import CheckpointSpec, load_pretrained, resolve_device, resolve_dtype
+        from t2i_r1.utils.checkpoints import CheckpointSpec, load_pretrained, resolve_device, resolve_dtype
 
         spec = CheckpointSpec(
             expected="a transformers vision-language model directory with a chat template (AutoModelForImageTextToText)",

@@ -31,59 +31,49 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from t2i_r1.eval.base import Benchmark, ImageRecord, Metric, PromptGroup, PromptItem, build_benchmark, limit_per_category
+from t2i_r1.eval.base import (
+    Benchmark,
+    ImageRecord,
+    Metric,
+    PromptGroup,
+    PromptItem,
+    build_benchmark,
+    limit_per_category,
+)
 from t2i_r1.utils.io import atomic_path, write_json_atomic
 
-# Settings that change which images are drawn: a run folder must keep them.
+if TYPE_CHECKING:  # the pipeline (torch, transformers) is imported only when images are drawn
+    from t2i_r1.pipeline import PipelineConfig
+
+# Settings that change which images are drawn: a run folder must keep them. ``run.json`` holds them flat.
 IMAGE_DEFINING = ("benchmark", "model", "images_per_prompt", "use_plan", "seed", "guidance_scale", "temperature",
                   "top_k", "plan_temperature", "plan_top_p", "plan_max_tokens", "template", "image_prompt_format", "dtype",
                   "planner")  # fmt: skip
 
 
-@dataclass
-class GenerationSettings:
-    """How images are drawn (the ``generate`` command's options)."""
-
-    model: str
-    use_plan: bool = True
-    seed: int = 0
-    guidance_scale: float = 5.0
-    temperature: float = 1.0
-    top_k: int | None = None
-    plan_temperature: float = 1.0
-    plan_top_p: float = 1.0
-    plan_max_tokens: int = 128
-    template: str | None = None
-    image_prompt_format: str = "{prompt}. {plan}"
-    dtype: str = "float32"
-    planner: str | None = None
-    """A causal LM that writes the plans instead of the Janus model (the external-planner setting)."""
-    device: str | None = None  # None: this process's accelerate device
-    memory_budget_gb: float = 4.0
-
-    @classmethod
-    def from_args(cls, args) -> GenerationSettings:
-        """From the generation options ``t2i-r1 generate`` and ``t2i-r1 eval`` share."""
-        return cls(
-            model=args.model, use_plan=not args.no_plan, seed=args.seed, guidance_scale=args.guidance_scale,
-            temperature=args.temperature, top_k=args.top_k, plan_temperature=args.plan_temperature,
-            plan_top_p=args.plan_top_p, plan_max_tokens=args.plan_max_tokens, template=args.template,
-            image_prompt_format=args.image_prompt_format, dtype=args.dtype, device=args.device,
-            memory_budget_gb=args.memory_budget_gb, planner=args.planner,
-        )  # fmt: skip
+def run_info(benchmark: str, images_per_prompt: int, generation: PipelineConfig) -> dict[str, Any]:
+    """What ``run.json`` records: the benchmark and the image-defining generation settings, flat."""
+    g = generation
+    return {
+        "benchmark": benchmark, "images_per_prompt": images_per_prompt, "model": g.model, "use_plan": g.use_plan,
+        "seed": g.seed, "guidance_scale": g.image.guidance_scale, "temperature": g.image.temperature,
+        "top_k": g.image.top_k, "plan_temperature": g.plan.temperature, "plan_top_p": g.plan.top_p,
+        "plan_max_tokens": g.plan.max_new_tokens, "template": g.template, "image_prompt_format": g.image_prompt_format,
+        "dtype": g.dtype, "planner": g.planner,
+    }  # fmt: skip
 
 
 @dataclass
 class EvalConfig:
     benchmark: str
     out: Path
-    generation: GenerationSettings | None = None  # None: score the images already in ``out``
+    generation: PipelineConfig | None = None  # None: score the images already in ``out``
     benchmark_options: dict[str, Any] = field(default_factory=dict)
     images_per_prompt: int | None = None  # None: the benchmark's protocol
     limit: int | None = None  # first N prompts of each category
@@ -192,28 +182,8 @@ def _state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def build_pipeline(settings: GenerationSettings, device: str):
-    from t2i_r1.pipeline import T2IR1Pipeline
-    from t2i_r1.planner import ExternalPlanner
-    from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
-
-    planner = None
-    if settings.planner and settings.use_plan:
-        planner = ExternalPlanner.from_pretrained(
-            settings.planner, dtype=settings.dtype, device=device, reasoning_template=settings.template,
-            max_new_tokens=settings.plan_max_tokens, temperature=settings.plan_temperature,
-        )
-    return T2IR1Pipeline.from_pretrained(
-        settings.model, dtype=settings.dtype, device=device, reasoning_template=settings.template,
-        image_prompt_format=settings.image_prompt_format, planner=planner,
-        plan_config=PlanSamplingConfig(settings.plan_max_tokens, settings.plan_temperature, settings.plan_top_p),
-        image_config=ImageSamplingConfig(guidance_scale=settings.guidance_scale, temperature=settings.temperature,
-                                         top_k=settings.top_k, memory_budget_gb=settings.memory_budget_gb),
-    )  # fmt: skip
-
-
 def generate_missing(
-    out: Path, items: Sequence[PromptItem], n_images: int, settings: GenerationSettings, pipeline=None
+    out: Path, items: Sequence[PromptItem], n_images: int, settings: PipelineConfig, pipeline=None
 ) -> int:
     """Draw the images that are not on disk yet, this process's share of them; returns prompts generated here."""
     state = _state()
@@ -221,7 +191,9 @@ def generate_missing(
     done = 0
     with state.split_between_processes(pending) as mine:
         if mine and pipeline is None:
-            pipeline = build_pipeline(settings, settings.device or str(state.device))
+            from t2i_r1.pipeline import T2IR1Pipeline
+
+            pipeline = T2IR1Pipeline.from_config(settings, settings.device or str(state.device))
         bar = tqdm(mine, desc=f"generating ({len(pending)} prompts left)", unit="prompt",
                    disable=not state.is_local_main_process)  # fmt: skip
         for item in bar:
@@ -407,8 +379,7 @@ def run_eval(
         raise ValueError(f"{benchmark.name}: no prompts selected")
     n_images = config.images_per_prompt or benchmark.images_per_prompt
     if config.generation is not None:
-        info = {"benchmark": benchmark.name, "images_per_prompt": n_images, **asdict(config.generation)}
-        info.pop("device"), info.pop("memory_budget_gb")
+        info = run_info(benchmark.name, n_images, config.generation)
         if state.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
             check_run_file(out, info)

@@ -1,8 +1,9 @@
 """BiCoT-GRPO math as pure tensor functions: advantages, PPO-clip policy loss, k3 KL, loss aggregation.
 
 No model, no optimizer, no process group: every function maps tensors to tensors and is unit-tested on
-CPU (``tests/test_grpo_core.py``). The trainer calls them in order: ``aggregate_rewards`` once per
-rollout batch, ``grpo_loss`` once per optimisation pass.
+CPU (``tests/test_grpo_core.py``). The trainer calls ``aggregate_rewards`` once per rollout batch and
+``grpo_loss`` once per micro-batch of every optimisation pass, handing it a ``LossNormalizer`` counted
+over the whole step, so the micro-batch losses add up to the step's loss (choice 9).
 
 Dimensions (used in every shape comment below):
     B  prompts in the rollout batch
@@ -48,10 +49,15 @@ every difference, with the reference-exact recipe, in docs/reference-differences
     image 576, so in a plain token mean the plan gets ~10-15% of the gradient and is nearly ignored
     (the reference's behaviour). Weights are not re-normalised: an empty segment (the ``token``
     ablation has no plan) contributes 0 and leaves the other term at its own weight.
-    ``sequence_mean`` averages over the samples that have tokens; TRL's ``"grpo"`` loss divides by
-    every row, empty ones included (they never occur here: every sample has image tokens or a plan).
- 9. Every mean is over the tensors passed in (one micro-batch on one process), as the reference does
-    per device; the trainer decides how micro-batches and processes are averaged.
+ 9. Normalisation is explicit: every sum is divided by the counts of a ``LossNormalizer`` (valid
+    tokens per segment, sequences that have any). Left out, it counts the tensors passed in (one call
+    is the whole step). The trainer counts it once over all micro-batches of a step, so each
+    micro-batch's loss is its share of the step's loss and the accumulated gradient equals the one-piece
+    gradient (as TRL's DAPO loss divides by the step's tokens and verl by its global token count). The
+    statistics are normalised the same way: a step's micro-batch statistics add up to the step's. Means
+    stay per process, as the reference's are per device. ``sequence_mean`` divides by the samples that
+    have tokens; TRL's ``"grpo"`` loss divides by every row, empty ones included (they never occur here:
+    every sample has image tokens or a plan).
  10. Masked positions never reach ``exp``: their log-ratio is set to 0 first, so padding log-probs that
     are -inf or garbage cannot leak NaN into the gradient.
 """
@@ -68,14 +74,18 @@ __all__ = [
     "ADVANTAGE_ESTIMATORS",
     "LOSS_AGGREGATIONS",
     "AdvantageStats",
+    "GroupMoments",
+    "LossNormalizer",
     "PolicyLossStats",
     "Segment",
     "aggregate_loss",
     "aggregate_rewards",
     "group_advantages",
+    "group_moments",
     "grpo_loss",
     "kl_k3",
     "policy_loss",
+    "weighted_nansum",
 ]
 
 
@@ -119,8 +129,19 @@ def _check_groups(n: int, group_size: int, what: str) -> int:
     return n // group_size
 
 
-def _group_moments(rewards: Tensor, group_size: int, std: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """NaN-aware group mean and std. Returns (mean (B,), std (B,), zero_variance (B,), valid (N,))."""
+@dataclass
+class GroupMoments:
+    """NaN-aware moments of each group of rewards."""
+
+    mean: Tensor  # (B,) mean of the valid members; NaN if none
+    std: Tensor  # (B,) sample or population std of the valid members; 0 where undefined
+    count: Tensor  # (B,) valid members
+    zero_variance: Tensor  # (B,) bool: too few valid members, or all of them equal
+    valid: Tensor  # (N,) bool: the sample's reward is not NaN
+
+
+def group_moments(rewards: Tensor, group_size: int, std: str = "sample") -> GroupMoments:
+    """Mean and std of the non-NaN rewards of each consecutive group of ``group_size``; rewards (N,)."""
     if std not in ("sample", "population"):
         raise ValueError(f"std must be 'sample' or 'population', got {std!r}")
     grouped = rewards.view(-1, group_size)  # (B, G*K)
@@ -139,7 +160,7 @@ def _group_moments(rewards: Tensor, group_size: int, std: str) -> tuple[Tensor, 
     zero_variance = (count < min_count) | (high == low)  # (B,)
     group_std = torch.where(count < min_count, torch.zeros_like(group_std), group_std)  # (B,)
     mean = torch.where(count == 0, torch.full_like(mean, torch.nan), mean)  # (B,)
-    return mean, group_std, zero_variance, valid.view(-1)
+    return GroupMoments(mean, group_std, count, zero_variance, valid.view(-1))
 
 
 def _stats(mean, group_std, zero_variance, valid, total, group_size: int, drop_zero_variance: bool) -> AdvantageStats:
@@ -165,17 +186,18 @@ def group_advantages(
         raise ValueError(f"rewards must be a 1-D float tensor (N,), got {tuple(rewards.shape)} {rewards.dtype}")
     num_groups = _check_groups(rewards.numel(), group_size, "rewards")
     r = rewards.double()  # (N,)
-    mean, group_std, zero_variance, valid = _group_moments(r, group_size, std)  # (B,), (B,), (B,), (N,)
-    advantages = (r.view(num_groups, group_size) - mean[:, None]) / (group_std[:, None] + eps)  # (B, G*K)
+    m = group_moments(r, group_size, std)
+    advantages = (r.view(num_groups, group_size) - m.mean[:, None]) / (m.std[:, None] + eps)  # (B, G*K)
     advantages = advantages.view(-1)  # (N,)
-    no_signal = ~valid | zero_variance.repeat_interleave(group_size)  # (N,)
+    no_signal = ~m.valid | m.zero_variance.repeat_interleave(group_size)  # (N,)
     advantages = torch.where(no_signal, torch.zeros_like(advantages), advantages)  # (N,)
-    stats = _stats(mean, group_std, zero_variance, valid, rewards, group_size, drop_zero_variance)
+    stats = _stats(m.mean, m.std, m.zero_variance, m.valid, rewards, group_size, drop_zero_variance)
     return advantages.to(rewards.dtype), stats
 
 
-def _weighted_nansum(per_reward: Tensor, weights: Tensor) -> Tensor:
-    """Weighted sum over rewards skipping NaN entries; a sample with every entry NaN stays NaN."""
+def weighted_nansum(per_reward: Tensor, weights: Tensor) -> Tensor:
+    """Weighted sum over rewards (N, R) with weights (R,), skipping NaN entries -> (N,); a sample with every
+    entry NaN stays NaN. The paper's total reward; ``RewardEnsemble`` reports it as ``total``."""
     present = ~torch.isnan(per_reward)  # (N, R)
     terms = torch.where(present, per_reward * weights, torch.zeros_like(per_reward))  # (N, R)
     total = terms.sum(dim=1)  # (N,)
@@ -201,7 +223,7 @@ def sum_then_normalize(
 ) -> tuple[Tensor, AdvantageStats]:
     """The paper: total = weighted NaN-skipping sum over rewards (N,), then ``group_advantages``."""
     weights = _check_per_reward(per_reward, weights)  # (R,)
-    total = _weighted_nansum(per_reward, weights)  # (N,)
+    total = weighted_nansum(per_reward, weights)  # (N,)
     return group_advantages(total, group_size, eps=eps, std=std, drop_zero_variance=drop_zero_variance)
 
 
@@ -226,9 +248,9 @@ def normalize_then_sum(
         adv_j, stats_j = group_advantages(per_reward[:, j].contiguous(), group_size, eps=eps, std=std)  # (N,)
         advantages = advantages + weights[j] * adv_j  # (N,)
         zero_variance = zero_variance & stats_j.zero_variance  # (B,)
-    total = _weighted_nansum(per_reward, weights)  # (N,)
-    mean, group_std, _, valid = _group_moments(total.double(), group_size, std)  # (B,), (B,), _, (N,)
-    return advantages, _stats(mean, group_std, zero_variance, valid, total, group_size, drop_zero_variance)
+    total = weighted_nansum(per_reward, weights)  # (N,)
+    m = group_moments(total.double(), group_size, std)
+    return advantages, _stats(m.mean, m.std, zero_variance, m.valid, total, group_size, drop_zero_variance)
 
 
 # name -> function(per_reward (N, R), weights (R,), group_size, eps, std, drop_zero_variance)
@@ -262,25 +284,53 @@ def aggregate_rewards(
 
 @dataclass
 class PolicyLossStats:
-    """Token counts over valid tokens (tensors, detached)."""
+    """Which valid tokens were clipped, and their ratios (detached, per token); ``as_log`` summarises."""
 
-    clip_low_fraction: Tensor  # () share of valid tokens clipped at 1 - eps_low with A < 0 (no gradient)
-    clip_high_fraction: Tensor  # () share clipped at 1 + eps_high with A > 0 (no gradient)
-    ratio_mean: Tensor  # () mean importance ratio over valid tokens
+    ratio: Tensor  # (N, T) importance ratio, 1 on masked positions
+    clipped_low: Tensor  # (N, T) bool: valid, clipped at 1 - eps_low with A < 0 (no gradient)
+    clipped_high: Tensor  # (N, T) bool: valid, clipped at 1 + eps_high with A > 0 (no gradient)
+    mask: Tensor  # (N, T) bool: valid tokens
 
-    def as_log(self) -> dict[str, float]:
+    @property
+    def clip_low_fraction(self) -> Tensor:
+        return _masked_mean(self.clipped_low.to(self.ratio.dtype), self.mask)
+
+    @property
+    def clip_high_fraction(self) -> Tensor:
+        return _masked_mean(self.clipped_high.to(self.ratio.dtype), self.mask)
+
+    @property
+    def ratio_mean(self) -> Tensor:
+        return _masked_mean(self.ratio, self.mask)
+
+    def as_log(self, within: Tensor | None = None, count: float | None = None) -> dict[str, float]:
+        """Clip fractions and mean ratio over the valid tokens (those ``within`` a segment's (N, T) mask if
+        given), divided by their number or by ``count`` (a step-level count, see ``LossNormalizer``)."""
+        mask = self.mask if within is None else self.mask & within  # (N, T)
+        divisor = _count(mask.sum() if count is None else count, self.ratio)
+        low = _masked_sum(self.clipped_low.to(self.ratio.dtype), mask) / divisor
+        high = _masked_sum(self.clipped_high.to(self.ratio.dtype), mask) / divisor
         return {
-            "clip_low_fraction": float(self.clip_low_fraction),
-            "clip_high_fraction": float(self.clip_high_fraction),
-            "clip_fraction": float(self.clip_low_fraction + self.clip_high_fraction),
-            "ratio_mean": float(self.ratio_mean),
+            "clip_low_fraction": float(low),
+            "clip_high_fraction": float(high),
+            "clip_fraction": float(low + high),
+            "ratio_mean": float(_masked_sum(self.ratio, mask) / divisor),
         }
+
+
+def _masked_sum(values: Tensor, mask: Tensor) -> Tensor:
+    """Sum of values (N, T) over mask (N, T) bool; masked positions never reach the sum (nor its gradient)."""
+    return torch.where(mask, values, torch.zeros_like(values)).sum()  # ()
+
+
+def _count(count: float | Tensor, like: Tensor) -> Tensor:
+    """A count as a divisor in ``like``'s dtype, at least 1 (an empty mask gives 0, not NaN)."""
+    return torch.as_tensor(count, device=like.device).clamp(min=1).to(like.dtype)
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of values (N, T) over mask (N, T) bool; 0 (still in the graph) when the mask is empty."""
-    total = torch.where(mask, values, torch.zeros_like(values)).sum()  # ()
-    return total / mask.sum().clamp(min=1)
+    return _masked_sum(values, mask) / mask.sum().clamp(min=1)
 
 
 def policy_loss(
@@ -314,13 +364,11 @@ def policy_loss(
     per_token = torch.maximum(unclipped, clipped)  # (N, T)
     per_token = torch.where(mask, per_token, torch.zeros_like(per_token))  # (N, T)
     with torch.no_grad():
-        low = (ratio < 1.0 - eps_low) & (adv < 0) & mask  # (N, T)
-        high = (ratio > 1.0 + eps_high) & (adv > 0) & mask  # (N, T)
-        count = mask.sum().clamp(min=1).to(logp.dtype)
         stats = PolicyLossStats(
-            clip_low_fraction=low.sum().to(logp.dtype) / count,
-            clip_high_fraction=high.sum().to(logp.dtype) / count,
-            ratio_mean=_masked_mean(ratio, mask),
+            ratio=ratio.detach(),
+            clipped_low=(ratio < 1.0 - eps_low) & (adv < 0) & mask,  # (N, T)
+            clipped_high=(ratio > 1.0 + eps_high) & (adv > 0) & mask,  # (N, T)
+            mask=mask,
         )
     return per_token, stats
 
@@ -343,18 +391,51 @@ def kl_k3(logp: Tensor, ref_logp: Tensor, mask: Tensor | None = None) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
-def token_mean(per_token: Tensor, mask: Tensor, segments=None, weights=None) -> Tensor:
-    """One mean over every valid token of the batch (the paper). Empty mask -> 0."""
-    return _masked_mean(per_token, mask)
+@dataclass(frozen=True)
+class LossNormalizer:
+    """What the loss sums are divided by: counts over a whole optimisation step (see choice 9).
+
+    ``from_masks`` counts them from masks; the trainer does so once over all micro-batches of a step and
+    passes the result to every micro-batch's ``grpo_loss``.
+    """
+
+    segment_tokens: Mapping[str, float]  # valid tokens of each segment in the step
+    sequences: float  # samples of the step with at least one valid token
+
+    @property
+    def tokens(self) -> float:
+        return float(sum(self.segment_tokens.values()))
+
+    @classmethod
+    def from_masks(cls, masks: Mapping[str, Tensor]) -> LossNormalizer:
+        """Counts of ``masks``: segment name -> (N, T_s) bool, every segment over the same N samples."""
+        if not masks:
+            raise ValueError("LossNormalizer.from_masks needs at least one mask")
+        has_tokens = torch.stack([m.bool().any(dim=1) for m in masks.values()]).any(dim=0)  # (N,)
+        return cls({name: float(m.bool().sum()) for name, m in masks.items()}, float(has_tokens.sum()))
 
 
-def sequence_mean(per_token: Tensor, mask: Tensor, segments=None, weights=None) -> Tensor:
-    """Mean over each sample's valid tokens, then over the samples that have any. Empty -> 0."""
+def _normalizer(mask: Tensor, segments: Mapping[str, Tensor] | None) -> LossNormalizer:
+    """The counts of the tensors passed in (the default: one call is the whole step)."""
+    masks = {name: seg & mask for name, seg in segments.items()} if segments else {"all": mask}
+    return LossNormalizer.from_masks(masks)
+
+
+def token_mean(per_token: Tensor, mask: Tensor, segments=None, weights=None, normalizer=None) -> Tensor:
+    """One mean over every valid token of the step (the paper). Empty mask -> 0."""
+    normalizer = normalizer or _normalizer(mask, segments)
+    return _masked_sum(per_token, mask) / _count(normalizer.tokens, per_token)
+
+
+def sequence_mean(per_token: Tensor, mask: Tensor, segments=None, weights=None, normalizer=None) -> Tensor:
+    """Mean over each sample's valid tokens, then over the step's samples that have any. Empty -> 0.
+
+    A sample lies in one micro-batch whole, so its own token count is always complete here."""
+    normalizer = normalizer or _normalizer(mask, segments)
     counts = mask.sum(dim=1)  # (N,)
     sums = torch.where(mask, per_token, torch.zeros_like(per_token)).sum(dim=1)  # (N,)
-    per_sequence = sums / counts.clamp(min=1)  # (N,)
-    has_tokens = counts > 0  # (N,)
-    return per_sequence.sum() / has_tokens.sum().clamp(min=1)  # samples without tokens add 0 to the sum
+    per_sequence = sums / counts.clamp(min=1)  # (N,) samples without tokens add 0 to the sum
+    return per_sequence.sum() / _count(normalizer.sequences, per_token)
 
 
 def segment_weighted(
@@ -362,6 +443,7 @@ def segment_weighted(
     mask: Tensor,
     segments: Mapping[str, Tensor] | None = None,
     weights: Mapping[str, float] | None = None,
+    normalizer: LossNormalizer | None = None,
 ) -> Tensor:
     """``sum_s weights[s] * token_mean over (segments[s] & mask)``; an empty segment contributes 0."""
     if not segments:
@@ -375,13 +457,15 @@ def segment_weighted(
         raise ValueError(f"segment masks have shape {tuple(stacked.shape[1:])}, expected {tuple(per_token.shape)}")
     if (stacked.sum(dim=0) > 1).any():
         raise ValueError(f"segments {list(segments)} overlap: a token would be counted twice")
+    normalizer = normalizer or _normalizer(mask, segments)
     loss = per_token.new_zeros(())
     for name, seg_mask in zip(segments, stacked):
-        loss = loss + weights[name] * _masked_mean(per_token, seg_mask & mask)
+        count = _count(normalizer.segment_tokens[name], per_token)
+        loss = loss + weights[name] * (_masked_sum(per_token, seg_mask & mask) / count)
     return loss
 
 
-# name -> function(per_token (N, T), mask (N, T) bool, segments, weights) -> scalar
+# name -> function(per_token (N, T), mask (N, T) bool, segments, weights, normalizer) -> scalar
 LOSS_AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
     "token_mean": token_mean,
     "sequence_mean": sequence_mean,
@@ -395,8 +479,12 @@ def aggregate_loss(
     mode: str = "token_mean",
     segments: Mapping[str, Tensor] | None = None,
     weights: Mapping[str, float] | None = None,
+    normalizer: LossNormalizer | None = None,
 ) -> Tensor:
-    """Per-token loss (N, T) and mask (N, T) -> scalar, by the named aggregation (never NaN when empty)."""
+    """Per-token loss (N, T) and mask (N, T) -> scalar, by the named aggregation (never NaN when empty).
+
+    ``normalizer``: the step's counts (choice 9); None counts ``mask`` (and ``segments``) themselves.
+    """
     try:
         aggregate = LOSS_AGGREGATIONS[mode]
     except KeyError:
@@ -405,7 +493,10 @@ def aggregate_loss(
         raise ValueError(f"mask {tuple(mask.shape)} and per_token {tuple(per_token.shape)} must match")
     if mode != "segment_weighted" and (segments or weights):
         raise ValueError(f"segments / weights only apply to mode 'segment_weighted', not {mode!r}")
-    return aggregate(per_token, mask.bool(), segments=segments, weights=weights)
+    if normalizer is not None and segments and set(segments) - set(normalizer.segment_tokens):
+        missing = sorted(set(segments) - set(normalizer.segment_tokens))
+        raise ValueError(f"the normalizer has no token count for segment(s) {missing}")
+    return aggregate(per_token, mask.bool(), segments=segments, weights=weights, normalizer=normalizer)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -434,6 +525,7 @@ def grpo_loss(
     eps_high: float = 0.2,
     aggregation: str = "token_mean",
     segment_weights: Mapping[str, float] | None = None,
+    normalizer: LossNormalizer | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Policy loss + beta * k3 over all segments, aggregated; returns (loss (), stats of floats).
 
@@ -441,6 +533,11 @@ def grpo_loss(
     (N, T) with T = sum T_s, so ``token_mean`` and ``sequence_mean`` see plan and image tokens of a
     sample together and ``segment_weighted`` gets one mask per segment. A segment with no tokens (the
     ``token`` ablation's plan) is simply absent or all-False.
+
+    ``normalizer``: the counts of the whole step when this call sees one micro-batch of it (choice 9);
+    None counts these segments. Statistics use the same counts. ``segment_weighted`` reports them per
+    segment, each a token mean over that segment (``plan/kl_mean``, ``image/clip_fraction``...); the other
+    aggregations report them over all tokens (``kl_mean``, ``kl_mean_plan``, ``plan_tokens``...).
     """
     if not segments:
         raise ValueError("grpo_loss needs at least one segment")
@@ -455,7 +552,7 @@ def grpo_loss(
     old_logp = torch.cat(
         [(s.old_logp if s.old_logp is not None else s.logp.detach()) for s in segments.values()], dim=1
     )  # (N, T)
-    # One mask per segment over the joint layout: True on that segment's columns (masked below).
+    # One mask per segment over the joint layout: True on that segment's valid tokens.
     seg_masks, start = {}, 0
     for name in names:
         width = segments[name].logp.shape[1]
@@ -463,6 +560,7 @@ def grpo_loss(
         seg_mask[:, start : start + width] = segments[name].mask.bool()
         seg_masks[name] = seg_mask
         start += width
+    normalizer = normalizer or LossNormalizer.from_masks(seg_masks)
 
     pg, pg_stats = policy_loss(logp, old_logp, advantages, mask, eps_low, eps_high)  # (N, T)
     per_token = pg  # (N, T)
@@ -472,17 +570,43 @@ def grpo_loss(
         kl = kl_k3(logp, ref_logp, mask)  # (N, T)
         per_token = pg + beta * kl  # (N, T)
 
-    weights = segment_weights if aggregation == "segment_weighted" else None
-    seg_arg = seg_masks if aggregation == "segment_weighted" else None
-    loss = aggregate_loss(per_token, mask, aggregation, segments=seg_arg, weights=weights)  # ()
+    if aggregation == "segment_weighted":
+        loss = aggregate_loss(per_token, mask, aggregation, seg_masks, segment_weights, normalizer)  # ()
+    else:
+        loss = aggregate_loss(per_token, mask, aggregation, normalizer=normalizer)  # ()
 
     with torch.no_grad():
-        stats: dict[str, float] = {"loss": float(loss)}
-        stats["policy_loss"] = float(aggregate_loss(pg, mask, aggregation, segments=seg_arg, weights=weights))
-        stats.update(pg_stats.as_log())
-        stats["kl_mean"] = float(_masked_mean(kl, mask)) if kl is not None else 0.0
-        for name, seg_mask in seg_masks.items():
-            stats[f"{name}_tokens"] = float(seg_mask.sum())
-            if kl is not None:
-                stats[f"kl_mean_{name}"] = float(_masked_mean(kl, seg_mask))
+        if aggregation == "segment_weighted":
+            stats: dict[str, float] = {"loss": float(loss)}
+            for name, seg_mask in seg_masks.items():
+                part = LossNormalizer({name: normalizer.segment_tokens[name]}, normalizer.sequences)
+                summary = _summary(per_token, pg, kl, pg_stats, {name: seg_mask}, "token_mean", part)
+                stats.update({f"{name}/{k}": v for k, v in summary.items()})
+        else:
+            stats = _summary(per_token, pg, kl, pg_stats, seg_masks, aggregation, normalizer)
     return loss, stats
+
+
+def _summary(
+    per_token: Tensor,
+    pg: Tensor,
+    kl: Tensor | None,
+    pg_stats: PolicyLossStats,
+    seg_masks: Mapping[str, Tensor],
+    aggregation: str,
+    normalizer: LossNormalizer,
+) -> dict[str, float]:
+    """Loss, policy loss, clip and KL statistics over the tokens of ``seg_masks`` (each (N, T)), normalised
+    by ``normalizer``."""
+    mask = torch.stack(list(seg_masks.values())).any(dim=0)  # (N, T)
+    stats = {
+        "loss": float(aggregate_loss(per_token, mask, aggregation, normalizer=normalizer)),
+        "policy_loss": float(aggregate_loss(pg, mask, aggregation, normalizer=normalizer)),
+    }
+    stats.update(pg_stats.as_log(within=mask, count=normalizer.tokens))
+    stats["kl_mean"] = float(_masked_sum(kl, mask) / _count(normalizer.tokens, kl)) if kl is not None else 0.0
+    for name, seg_mask in seg_masks.items():
+        stats[f"{name}_tokens"] = float(seg_mask.sum())
+        if kl is not None:
+            stats[f"kl_mean_{name}"] = float(_masked_sum(kl, seg_mask) / _count(normalizer.segment_tokens[name], kl))
+    return stats

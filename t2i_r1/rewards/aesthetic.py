@@ -28,18 +28,16 @@ from torch import Tensor, nn
 from transformers import AutoImageProcessor, CLIPConfig, CLIPVisionModelWithProjection
 from transformers.utils import logging as hf_logging
 
-from t2i_r1.rewards._common import (
+from t2i_r1.rewards._common import check_lengths
+from t2i_r1.rewards.base import Metadata
+from t2i_r1.utils.batches import check_batch_size, chunks, to_rgb
+from t2i_r1.utils.checkpoints import (
     CheckpointSpec,
-    check_batch_size,
-    check_lengths,
-    chunks,
     load_pretrained,
     load_state_dict_file,
     resolve_device,
     resolve_dtype,
-    to_rgb,
 )
-from t2i_r1.rewards.base import Metadata
 
 AESTHETIC_CHECKPOINT = CheckpointSpec(
     expected="sac+logos+ava1-l14-linearMSE.pth",

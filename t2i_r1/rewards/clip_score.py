@@ -19,17 +19,11 @@ import torch
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from t2i_r1.rewards._common import (
-    CheckpointSpec,
-    check_batch_size,
-    check_lengths,
-    load_pretrained,
-    resolve_device,
-    resolve_dtype,
-    to_rgb,
-)
+from t2i_r1.rewards._common import check_lengths
 from t2i_r1.rewards.base import Metadata
 from t2i_r1.rewards.hps import clip_cosine_scores
+from t2i_r1.utils.batches import check_batch_size, to_rgb
+from t2i_r1.utils.checkpoints import CheckpointSpec, load_pretrained, resolve_device, resolve_dtype
 
 CLIP_CHECKPOINT = CheckpointSpec(
     expected="a transformers CLIP directory (config.json, model weights, preprocessor and tokenizer files)",

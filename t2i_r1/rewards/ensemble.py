@@ -31,8 +31,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from t2i_r1.rewards._common import resolve_device
+from t2i_r1.grpo.core import weighted_nansum
 from t2i_r1.rewards.base import REWARD_REGISTRY, Metadata, RewardFunction, build_reward
+from t2i_r1.utils.checkpoints import resolve_device
 
 
 @dataclass
@@ -133,9 +134,7 @@ class RewardEnsemble:
             per_reward[name] = torch.tensor(
                 [math.nan if v is None else float(v) for v in values], dtype=torch.float32
             )  # (N,)
-        stacked = torch.stack(list(per_reward.values()))  # (R, N)
-        weights = torch.tensor([e.weight for e in self.entries.values()], dtype=torch.float32)[:, None]  # (R, 1)
-        applies = ~stacked.isnan()  # (R, N)
-        total = (torch.where(applies, stacked, 0.0) * weights).sum(dim=0)  # (N,)
-        total = torch.where(applies.any(dim=0), total, math.nan)  # (N,)
+        stacked = torch.stack(list(per_reward.values()), dim=1)  # (N, R)
+        weights = torch.tensor([e.weight for e in self.entries.values()], dtype=torch.float32)  # (R,)
+        total = weighted_nansum(stacked, weights)  # (N,) the same total GRPO's sum_then_normalize forms
         return EnsembleScores(per_reward=per_reward, total=total, weights=self.weights, seconds=seconds)

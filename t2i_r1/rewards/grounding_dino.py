@@ -44,13 +44,6 @@ from typing import Any
 import torch
 from PIL import Image
 
-from t2i_r1.rewards._common import (
-    CheckpointSpec,
-    check_batch_size,
-    load_pretrained,
-    resolve_device,
-    resolve_dtype,
-)
 from t2i_r1.rewards import gdino_reference
 from t2i_r1.rewards.base import Metadata
 from t2i_r1.rewards.detection import (
@@ -61,6 +54,8 @@ from t2i_r1.rewards.detection import (
     spatial_score,
 )
 from t2i_r1.rewards.metadata import parse_prompt
+from t2i_r1.utils.batches import check_batch_size
+from t2i_r1.utils.checkpoints import CheckpointSpec, load_pretrained, resolve_device, resolve_dtype
 
 CHECKPOINT = CheckpointSpec(
     expected="a transformers GroundingDINO checkpoint directory (config.json, model.safetensors, "

@@ -39,20 +39,17 @@ from PIL import Image
 from torch import Tensor
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-from t2i_r1.rewards._common import (
+from t2i_r1.rewards._common import check_lengths, normalize_images
+from t2i_r1.rewards.base import Metadata
+from t2i_r1.utils.batches import check_batch_size, chunks, to_rgb
+from t2i_r1.utils.checkpoints import (
     CheckpointSpec,
     build_from_state_dict,
-    check_batch_size,
-    check_lengths,
-    chunks,
     load_pretrained,
     load_state_dict_file,
-    normalize_images,
     resolve_device,
     resolve_dtype,
-    to_rgb,
 )
-from t2i_r1.rewards.base import Metadata
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -65,22 +65,16 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from t2i_r1.rewards._common import (
+from t2i_r1.rewards._common import YesNoTokens, check_lengths, expand_to_square, last_token_index, normalize_images
+from t2i_r1.rewards.base import Metadata
+from t2i_r1.utils.batches import check_batch_size, chunks, to_rgb
+from t2i_r1.utils.checkpoints import (
     CheckpointSpec,
-    YesNoTokens,
     build_from_state_dict,
-    check_batch_size,
     check_checkpoint,
-    check_lengths,
-    chunks,
-    expand_to_square,
-    last_token_index,
-    normalize_images,
     resolve_device,
     resolve_dtype,
-    to_rgb,
 )
-from t2i_r1.rewards.base import Metadata
 
 ORM_CHECKPOINT = CheckpointSpec(
     expected="a directory with config.json, *.safetensors and tokenizer files (the original LLaVA-NeXT layout, "

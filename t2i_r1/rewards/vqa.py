@@ -46,19 +46,10 @@ from PIL import Image
 from torch import Tensor
 from transformers import AutoProcessor, BlipForQuestionAnswering, GitForCausalLM
 
-from t2i_r1.rewards._common import (
-    CheckpointSpec,
-    YesNoTokens,
-    check_batch_size,
-    check_lengths,
-    chunks,
-    last_token_index,
-    load_pretrained,
-    resolve_device,
-    resolve_dtype,
-    to_rgb,
-)
+from t2i_r1.rewards._common import YesNoTokens, check_lengths, last_token_index
 from t2i_r1.rewards.base import Metadata
+from t2i_r1.utils.batches import check_batch_size, chunks, to_rgb
+from t2i_r1.utils.checkpoints import CheckpointSpec, load_pretrained, resolve_device, resolve_dtype
 
 AGGREGATIONS = ("mean", "product")
 BEHAVIORS = ("ours", "reference")

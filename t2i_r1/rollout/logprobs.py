@@ -16,16 +16,78 @@ Image log-probs, ``mode``:
   with guidance 5 the two differ a lot, and clipped ratios (several passes per batch) compare
   numbers that do not describe the sampler.
 
+``log_probs`` takes both levels at once from rows that carry their prompt and sampled tokens (a rollout's
+``PlanSample`` / ``ImageSample``, or a training batch's ``PlanRows`` / ``SampleRows``); it is the one
+function behind the trainer's forward and any use outside training.
+
 Dimension letters: N rows, P prompt tokens, L plan tokens, T image tokens, H hidden, V text vocab,
 C image codebook.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Protocol
+
 import torch
 
 from t2i_r1.policy.janus import JanusPolicy
-from t2i_r1.rollout.sampling import ImageLogprobMode, guided_logits, position_ids_from_mask
+from t2i_r1.rollout.sampling import (
+    ImageLogprobMode,
+    ImageSamplingConfig,
+    PlanSamplingConfig,
+    guided_logits,
+    position_ids_from_mask,
+)
+
+
+class PlanRowsLike(Protocol):
+    prompt_ids: torch.LongTensor  # (N, P) left-padded plan prompts
+    prompt_mask: torch.LongTensor  # (N, P)
+    plan_ids: torch.LongTensor  # (N, L)
+    plan_mask: torch.LongTensor  # (N, L)
+
+
+class ImageRowsLike(Protocol):
+    prompt_ids: torch.LongTensor  # (N, P) left-padded image prompts ending with <begin_of_image>
+    prompt_mask: torch.LongTensor  # (N, P)
+    tokens: torch.LongTensor  # (N, T)
+
+
+@dataclass(frozen=True)
+class LogProbSettings:
+    """Which distributions the log-probs are taken under (those the sampler drew from, for RL)."""
+
+    plan_temperature: float = 1.0
+    image_mode: ImageLogprobMode = "guided"
+    guidance_scale: float = 5.0
+    image_temperature: float = 1.0
+
+    @classmethod
+    def of_sampling(cls, plan: PlanSamplingConfig, image: ImageSamplingConfig) -> LogProbSettings:
+        """The distributions the plans and images were sampled from."""
+        return cls(plan.temperature, image.logprob_mode, image.guidance_scale, image.temperature)
+
+
+def log_probs(
+    policy: JanusPolicy,
+    plans: PlanRowsLike | None,
+    images: ImageRowsLike | None,
+    settings: LogProbSettings,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Teacher-forced log-probs under the current weights, with gradients: plan (N_plans, L) and image
+    (N_images, T); None for a level not asked for (``plans`` or ``images`` None)."""
+    plan_lp = image_lp = None
+    if plans is not None:
+        plan_lp = plan_log_probs(
+            policy, plans.prompt_ids, plans.prompt_mask, plans.plan_ids, plans.plan_mask, settings.plan_temperature
+        )  # (N_plans, L)
+    if images is not None:
+        image_lp = image_log_probs(
+            policy, images.prompt_ids, images.prompt_mask, images.tokens, mode=settings.image_mode,
+            guidance_scale=settings.guidance_scale, temperature=settings.image_temperature,
+        )  # (N_images, T)
+    return plan_lp, image_lp
 
 
 def _gather_log_softmax(logits: torch.Tensor, targets: torch.LongTensor) -> torch.Tensor:

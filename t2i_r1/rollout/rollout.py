@@ -1,4 +1,4 @@
-"""Two-level rollouts: G plans per prompt, K images per plan, and their teacher-forced log-probs.
+"""Two-level rollouts: G plans per prompt, K images per plan.
 
 Row layout (the GRPO group of a prompt is contiguous):
     plan rows   B * G        row r belongs to prompt r // G
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 
 from t2i_r1.policy.janus import JanusPolicy
-from t2i_r1.rollout.logprobs import image_log_probs, plan_log_probs
 from t2i_r1.rollout.sampling import (
     ImageSample,
     ImageSamplingConfig,
@@ -108,27 +107,3 @@ def generate_rollouts(
     with timer("image_sampling"):
         images = sample_image_tokens(policy, tok.ids, tok.mask, image_config, generator)
     return Rollout(list(prompts), G, K, plans, images, plan_texts)
-
-
-def rollout_log_probs(
-    policy: JanusPolicy,
-    rollout: Rollout,
-    *,
-    plan_temperature: float = 1.0,
-    image_config: ImageSamplingConfig | None = None,
-    need_plan: bool = True,
-    need_image: bool = True,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Teacher-forced log-probs under the current weights: plan (B*G, L) and image (N, T), with gradients."""
-    image_config = image_config or ImageSamplingConfig()
-    plan_lp = image_lp = None
-    if need_plan and rollout.plans is not None:
-        p = rollout.plans
-        plan_lp = plan_log_probs(policy, p.prompt_ids, p.prompt_mask, p.plan_ids, p.plan_mask, plan_temperature)
-    if need_image:
-        im = rollout.images
-        image_lp = image_log_probs(
-            policy, im.prompt_ids, im.prompt_mask, im.tokens, mode=image_config.logprob_mode,
-            guidance_scale=image_config.guidance_scale, temperature=image_config.temperature,
-        )
-    return plan_lp, image_lp

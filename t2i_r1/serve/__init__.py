@@ -6,7 +6,7 @@ Split in three so the logic is testable without a browser or gradio:
   becomes a message, never an exception that reaches the server.
 - ``app.py``: the Gradio Blocks page around a handler (gradio is imported only when a page is built;
   it is the optional ``demo`` extra).
-- ``cli.py``: the command's arguments, model loading and ``launch``.
+- ``t2i_r1.cli.serve``: the command's arguments, model loading and ``launch``.
 
 Importing this package imports neither torch nor gradio.
 """
@@ -19,5 +19,5 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "shapeworld"
 """The bundled small checkpoint that ``t2i-r1 serve`` uses when ``--model`` is not given.
 
 Until the trained ShapeWorld checkpoint is bundled there, the command falls back to a tiny random
-model and says so on the page (see ``cli.resolve_model``).
+model and says so on the page (see ``t2i_r1.cli.serve.load_model``).
 """

@@ -30,7 +30,7 @@ from transformers import LlamaConfig, PreTrainedTokenizerFast
 from transformers.models.janus.configuration_janus import JanusVisionConfig, JanusVQVAEConfig
 
 from t2i_r1.policy.janus import JanusPolicy
-from t2i_r1.policy.tiny import BOI, BOS, EOI, EOS, IMAGE_TOKEN, PAD, ROLE_TOKENS, assemble_janus, janus_tokenizer
+from t2i_r1.policy.build import BOI, BOS, EOI, EOS, IMAGE_TOKEN, PAD, ROLE_TOKENS, assemble_janus, janus_tokenizer
 from t2i_r1.shapeworld.evaluator import ShapeWorldEvaluator, summarize
 from t2i_r1.shapeworld.grammar import Prompt, check_plan, vocabulary
 

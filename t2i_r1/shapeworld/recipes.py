@@ -1,7 +1,7 @@
 """The paper's baselines as ShapeWorld recipes: SFT triples and a small separate planner.
 
 ``write_prompts`` writes training prompts with their ground truth for ``t2i-r1 train``;
-``write_triples`` renders training scenes and writes ``triples.jsonl`` (``t2i_r1.sft.load_triples``'s
+``write_triples`` renders training scenes and writes ``triples.jsonl`` (``t2i_r1.train.sft.load_triples``'s
 format) for the SFT baseline; ``train_planner`` trains a small ``LlamaForCausalLM`` to write plans, for
 the "plans from a separate language model" comparison (``t2i_r1.planner.ExternalPlanner``).
 ``benchmarks/shapeworld_recipes.py`` runs the table.

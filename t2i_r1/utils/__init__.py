@@ -1,1 +1,1 @@
-"""Small shared helpers: image grids, atomic file writes."""
+"""Small shared helpers: image grids, atomic file writes, loading scoring checkpoints, image batches."""

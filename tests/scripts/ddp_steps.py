@@ -4,12 +4,11 @@ tiny Janus, then every rank writes its trained weights so the test can compare t
 import sys
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
 from t2i_r1.data import PromptRecord
-from t2i_r1.policy.tiny import TinyJanusSpec, build_tiny_janus
 from t2i_r1.rollout.sampling import PlanSamplingConfig
+from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
 from t2i_r1.train import BiCoTGRPOTrainer, ModelConfig, OptimConfig, RewardSpec, RolloutConfig, TrainConfig
 
 

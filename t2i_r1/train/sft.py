@@ -6,8 +6,10 @@ The model learns both levels by teacher forcing:
 - to draw the image from ``"{prompt}. {plan}"`` (cross-entropy on the VQ tokens of the image, under the
   conditional distribution; with probability ``uncond_prob`` the image prompt is replaced by the
   unconditional one, as Janus is trained, so classifier-free guidance keeps working).
-Same modules train as in RL (``model.trainable`` or LoRA), same accelerate set-up, checkpoints and
-resume as the GRPO trainer; the result is exported to ``output_dir/final`` for ``t2i-r1 train``.
+Same modules train as in RL (``model.trainable`` or LoRA), through the same ``TrainingLoop`` (set-up,
+resume, data schedule, logging, checkpoints) as the GRPO trainer; the result is exported to
+``output_dir/final`` for ``t2i-r1 train``. The log-probs are the same function as in RL, taken under the
+conditional distribution at temperature 1: SFT is maximum likelihood of the data, no CFG mix.
 
 Data: JSON lines ``{"image": path, "prompt": ..., "plan": ...}``; relative image paths are resolved
 against the data file's folder. Images are VQ-encoded once, at start.
@@ -22,16 +24,18 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
 from PIL import Image
-from tqdm.auto import tqdm
 
-from t2i_r1.config_io import to_dict
 from t2i_r1.data import PromptFileError
 from t2i_r1.policy.janus import JanusPolicy
-from t2i_r1.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from t2i_r1.rollout.logprobs import LogProbSettings
+from t2i_r1.train.batch import PlanRows, SampleRows, TrainingBatch
 from t2i_r1.train.config import ModelConfig, OptimConfig
-from t2i_r1.train.trainer import LogProbModule, export_model, setup_trainable
+from t2i_r1.train.loop import LoopAttributes, StepResult, TrainingLoop
+
+# Maximum likelihood of the data: conditional image log-probs, no guidance, temperature 1.
+SFT_LOG_PROBS = LogProbSettings(plan_temperature=1.0, image_mode="conditional", guidance_scale=1.0,
+                                image_temperature=1.0)
 
 
 @dataclass
@@ -53,6 +57,8 @@ class SFTConfig:
     keep_last: int = 2
     resume: bool = True
     log_every: int = 10
+    log_with: list[str] = field(default_factory=list)
+    """Extra trackers through accelerate: tensorboard, wandb (when installed)."""
 
     def __post_init__(self):
         if not self.data:
@@ -94,48 +100,24 @@ def load_triples(path: str | Path) -> list[Triple]:
     return triples
 
 
-class SFTTrainer:
+class SFTTrainer(LoopAttributes):
     def __init__(self, config: SFTConfig, *, policy: JanusPolicy | None = None, accelerator: Accelerator | None = None):
         self.config = cfg = config
-        self.accelerator = acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
-        set_seed(cfg.seed, device_specific=True)
-        self.output_dir = Path(cfg.output_dir)
-        self.policy = policy or JanusPolicy.from_pretrained(
-            cfg.model.path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
-            reasoning_template=cfg.model.reasoning_template, image_prompt_format=cfg.model.image_prompt_format,
-        )
-        self.policy.model.to(acc.device)
+        self.loop = TrainingLoop(cfg, name="SFT", policy=policy, accelerator=accelerator)
         self.triples = load_triples(cfg.data)
         self.image_tokens = torch.cat([
             self.policy.encode_images([Image.open(t.image) for t in self.triples[i : i + 32]]).cpu()
             for i in range(0, len(self.triples), 32)
         ])  # (D, T)
-        self.trained_model, trained = setup_trainable(self.policy.model, cfg.model)
-        if cfg.model.gradient_checkpointing:
-            self.policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        optimizer = torch.optim.AdamW(trained, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                                      betas=tuple(cfg.optim.betas))
-        from transformers import get_scheduler
-
-        scheduler = get_scheduler(cfg.optim.scheduler, optimizer, cfg.optim.warmup_steps, cfg.steps)
-        # conditional log-probs, guidance 1: SFT is maximum likelihood of the data, no CFG mix
-        module = LogProbModule(self.trained_model, self.policy, "conditional", 1.0, 1.0, 1.0)
-        self.module, self.optimizer, self.scheduler = acc.prepare(module, optimizer, scheduler)
-        self.step = 0
-        if cfg.resume and (last := latest_checkpoint(self.output_dir)) is not None:
-            self.step = load_checkpoint(acc, last)["step"]
+        self.loop.prepare(SFT_LOG_PROBS)
 
     def batch_for_step(self, step: int) -> list[int]:
-        acc, size = self.accelerator, self.config.batch_size
-        start = (step * acc.num_processes + acc.process_index) * size
-        indices = []
-        for k in range(start, start + size):
-            epoch, index = divmod(k, len(self.triples))
-            order = torch.randperm(len(self.triples), generator=torch.Generator().manual_seed(self.config.seed + epoch))
-            indices.append(int(order[index]))
-        return indices
+        """This process's triples for ``step`` (the loop's schedule: a permutation per epoch, a slice per process)."""
+        return self.loop.schedule(len(self.triples), self.config.batch_size, step)
 
-    def _batch(self, indices: list[int], rng: random.Random) -> dict:
+    def _batch(self, indices: list[int], rng: random.Random) -> TrainingBatch:
+        """One sample per triple (K = 1): the plan under the reasoning instruction, the image under its prompt,
+        which is the unconditional prompt with probability ``uncond_prob``."""
         policy = self.policy
         triples = [self.triples[i] for i in indices]
         plan_prompts = policy.tokenize([policy.plan_prompt_text(t.prompt) for t in triples], what="prompt")
@@ -149,48 +131,32 @@ class SFTTrainer:
             if rng.random() < self.config.uncond_prob:
                 ids[row] = policy.unconditional_ids(image.ids[row : row + 1], image.mask[row : row + 1])[0]
         device = self.accelerator.device
-        return {
-            "plan_prompt_ids": plan_prompts.ids, "plan_prompt_mask": plan_prompts.mask,
-            "plan_ids": plans["input_ids"].to(device), "plan_mask": plans["attention_mask"].to(device),
-            "image_prompt_ids": ids, "image_prompt_mask": image.mask,
-            "image_tokens": self.image_tokens[indices].to(device),
-        }
+        return TrainingBatch(
+            SampleRows(ids, image.mask, self.image_tokens[indices].to(device)),
+            PlanRows(plan_prompts.ids, plan_prompts.mask, plans["input_ids"].to(device),
+                     plans["attention_mask"].to(device)),
+        )
 
     def train_step(self) -> dict[str, float]:
+        """One step on this process's batch; returns the loss and the plan and image NLLs."""
         cfg = self.config
         rng = random.Random(cfg.seed * 1_000_003 + self.step)
         batch = self._batch(self.batch_for_step(self.step), rng)
         self.module.train()
-        plan_lp, image_lp = self.module(batch, True, True)  # (B, L), (B, T)
-        plan_nll = -(plan_lp.sum() / batch["plan_mask"].sum())
+        plan_lp, image_lp = self.module(batch.plans, batch.samples)  # (B, L), (B, T)
+        plan_nll = -(plan_lp.sum() / batch.plans.plan_mask.sum())
         image_nll = -image_lp.mean()
         loss = cfg.plan_weight * plan_nll + cfg.image_weight * image_nll
         self.accelerator.backward(loss)
-        self.accelerator.clip_grad_norm_(self.module.parameters(), cfg.optim.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
+        self.loop.optimizer_step()
+        self.loop.end_step()
         return {"loss": loss.item(), "plan_nll": plan_nll.item(), "image_nll": image_nll.item()}
 
     def train(self, max_steps: int | None = None) -> Path | None:
-        cfg, acc = self.config, self.accelerator
-        end = cfg.steps if max_steps is None else min(cfg.steps, self.step + max_steps)
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="SFT", disable=not acc.is_main_process)
-        log = self.output_dir / "log.jsonl"
-        while self.step < end:
+        """Train until ``config.steps`` (or ``max_steps`` more steps); returns ``output_dir/final`` once complete."""
+
+        def next_step() -> StepResult:
             stats = self.train_step()
-            if acc.is_main_process and cfg.log_every and self.step % cfg.log_every == 0:
-                self.output_dir.mkdir(parents=True, exist_ok=True)
-                with log.open("a") as f:
-                    f.write(json.dumps({"step": self.step, **stats}) + "\n")
-            if cfg.save_every and (self.step % cfg.save_every == 0 or self.step == cfg.steps):
-                save_checkpoint(acc, self.output_dir, self.step, {"step": self.step, "config": to_dict(cfg)},
-                                cfg.keep_last)
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}")
-        bar.close()
-        if self.step >= cfg.steps:
-            return export_model(acc, self.module, self.policy, self.output_dir / "final",
-                                cfg.model.lora is not None)
-        return None
+            return StepResult(self.step, stats)
+
+        return self.loop.run(next_step, max_steps)

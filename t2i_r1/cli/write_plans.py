@@ -1,4 +1,4 @@
-"""Write plans for an image-caption dataset with any ``transformers`` VLM, to make SFT triples.
+"""``t2i-r1 write-plans``: plans for an image-caption dataset, written by any ``transformers`` VLM (SFT triples).
 
 Input: JSON lines ``{"image": path, "prompt": caption}``. Output: the same lines with ``"plan"`` added,
 written atomically. The VLM (``AutoModelForImageTextToText`` + ``AutoProcessor``: Qwen2-VL, LLaVA,

@@ -28,7 +28,7 @@ def tiny_clip_tokenizer(model_max_length: int = 77):
     return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[], model_max_length=model_max_length)
 
 
-def save_tiny_clip(path: Path, seed: int = 0) -> Path:
+def save_tiny_clip(path: Path, seed: int = 0, projection: int = PROJECTION) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
 
     tok = tiny_clip_tokenizer()
@@ -38,7 +38,7 @@ def save_tiny_clip(path: Path, seed: int = 0) -> Path:
                          bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id),
         vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                            image_size=32, patch_size=8),
-        projection_dim=PROJECTION,
+        projection_dim=projection,
     )  # fmt: skip
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(path)
@@ -115,7 +115,8 @@ def save_tiny_vlm(path: Path, seed: int = 4) -> Path:
     from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)  # fmt: skip
 
-    from t2i_r1.policy.tiny import DEFAULT_CORPUS, IMAGE_TOKEN, train_tokenizer
+    from t2i_r1.policy.build import IMAGE_TOKEN
+    from t2i_r1.testing.janus import DEFAULT_CORPUS, train_tokenizer
 
     # The tiny tokenizer already carries Janus's "<image_placeholder>" as its image token; LLaVA uses it too.
     tok = train_tokenizer([DEFAULT_CORPUS + " consistency realism aesthetic quality existence clarity 0 1 2 3 4 5 :"],

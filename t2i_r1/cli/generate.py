@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from t2i_r1.cli.options import add_pipeline_arguments, pipeline_config
 from t2i_r1.utils.grid import captioned_grid
 from t2i_r1.utils.io import atomic_path
 
@@ -25,25 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--prompts-file", help="one prompt per line, or reference-schema JSON lines")
     parser.add_argument("-n", "--num-images", type=int, default=4, help="images per prompt (each with its own plan)")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--no-plan", action="store_true", help="draw straight from the prompt (no semantic CoT)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--guidance-scale", type=float, default=5.0)
-    parser.add_argument("--temperature", type=float, default=1.0, help="image-token temperature")
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--plan-temperature", type=float, default=1.0)
-    parser.add_argument("--plan-top-p", type=float, default=1.0)
-    parser.add_argument("--plan-max-tokens", type=int, default=128)
-    parser.add_argument("--template", help="reasoning-instruction template file with a {prompt} slot")
-    parser.add_argument("--planner", help="a causal LM (directory or hub id) that writes the plans instead of the Janus model")
-    parser.add_argument("--image-prompt-format", default="{prompt}. {plan}")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--memory-budget-gb", type=float, default=4.0, help="KV-cache budget per image chunk")
+    add_pipeline_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
     from t2i_r1.data import load_prompt_file
-    from t2i_r1.eval.runner import GenerationSettings, build_pipeline
+    from t2i_r1.pipeline import T2IR1Pipeline
 
     prompts = args.prompt if args.prompt else [r.prompt for r in load_prompt_file(args.prompts_file)]
     for i, p in enumerate(prompts):
@@ -51,14 +39,13 @@ def run(args: argparse.Namespace) -> list[dict]:
             raise ValueError(f"--prompt {i} is empty")
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
-    if args.planner and args.no_plan:
-        raise ValueError("--planner and --no-plan exclude each other")
-    pipe = build_pipeline(GenerationSettings.from_args(args), args.device)
+    config = pipeline_config(args)
+    pipe = T2IR1Pipeline.from_config(config)
     out = Path(args.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     records, images, captions = [], [], []
     for index, prompt in enumerate(tqdm(prompts, desc="generating", unit="prompt", disable=len(prompts) < 2)):
-        generations = pipe.generate([prompt], args.num_images, use_plan=not args.no_plan, seed=args.seed + index)
+        generations = pipe.generate([prompt], args.num_images, use_plan=config.use_plan, seed=config.seed + index)
         for sample, gen in enumerate(generations):
             name = f"images/{index:05d}_{sample:02d}.png"
             with atomic_path(out / name) as tmp:

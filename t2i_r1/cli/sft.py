@@ -13,6 +13,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from t2i_r1.config_io import load_config
-    from t2i_r1.sft import SFTConfig, SFTTrainer
+    from t2i_r1.train.sft import SFTConfig, SFTTrainer
 
     SFTTrainer(load_config(SFTConfig, args.config, args.overrides)).train(max_steps=args.max_steps)

@@ -2,7 +2,8 @@
 
 Without ``--model`` it serves the bundled small checkpoint (``t2i_r1.serve.DEFAULT_MODEL``); while none
 is bundled, a tiny random Janus built in memory stands in, and the page says it is a placeholder.
-Also runnable as ``python -m t2i_r1.serve.cli`` (the tests start it that way).
+Generation flags are those of ``t2i-r1 generate`` (``t2i_r1.cli.options``) but the plan switch and
+the seed, which each request sets on the page; guidance scale and temperature set the page's defaults.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 
 from t2i_r1 import serve
+from t2i_r1.cli.options import DTYPES, add_pipeline_arguments, pipeline_config
 
 PLACEHOLDER_NOTE = (
     "untrained weights. No trained checkpoint is bundled yet (t2i_r1/assets/shapeworld), so the plans are "
@@ -28,13 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue-size", type=int, default=16, help="requests that may wait in the queue; more are refused")
     parser.add_argument("--concurrency-limit", type=int, default=1, help="requests sampled at the same time")
     parser.add_argument("--max-images", type=int, default=8, help="most images per model a request may ask for")
-    parser.add_argument("--plan-max-tokens", type=int, default=128)
-    parser.add_argument("--plan-temperature", type=float, default=1.0)
-    parser.add_argument("--template", help="reasoning-instruction template file with a {prompt} slot")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1...; auto = cuda when available")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="auto = bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--title", default="T2I-R1")
+    add_pipeline_arguments(parser, device="auto", device_help="cpu, cuda, cuda:1...; auto = cuda when available",
+                           dtype="auto", dtypes=("auto", *DTYPES), dtype_help="auto = bfloat16 on cuda, float32 on cpu",
+                           drawing=False)  # fmt: skip
 
 
 def _device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
@@ -49,28 +48,29 @@ def _device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
 
 def load_model(path_or_id: str | None, args: argparse.Namespace):
     """A ``ServedModel``: the checkpoint at ``path_or_id``, or with None the default one (or the placeholder)."""
+    from dataclasses import replace
+
     from t2i_r1.pipeline import T2IR1Pipeline
     from t2i_r1.policy.janus import load_template
-    from t2i_r1.rollout.sampling import PlanSamplingConfig
     from t2i_r1.serve.handler import ServedModel
 
     device, dtype = _device_and_dtype(args.device, args.dtype)
-    plan_config = PlanSamplingConfig(max_new_tokens=args.plan_max_tokens, temperature=args.plan_temperature)
     note = None
     if path_or_id is None and not serve.DEFAULT_MODEL.is_dir():
-        from t2i_r1.policy.tiny import build_tiny_janus
+        from t2i_r1.testing import build_tiny_janus
 
+        config = pipeline_config(args, model="")
         policy = build_tiny_janus()
         policy.model.to(device)
+        policy.image_prompt_format = config.image_prompt_format
         if args.template:
             policy.reasoning_template = load_template(args.template)
-        pipeline = T2IR1Pipeline(policy, plan_config=plan_config)
-        source, note = "placeholder: tiny random Janus (t2i_r1.policy.tiny)", PLACEHOLDER_NOTE
+        pipeline = T2IR1Pipeline(policy, plan_config=config.plan, image_config=config.image)
+        source, note = "placeholder: tiny random Janus (t2i_r1.testing)", PLACEHOLDER_NOTE
     else:
         source = str(path_or_id if path_or_id is not None else serve.DEFAULT_MODEL)
-        pipeline = T2IR1Pipeline.from_pretrained(
-            source, dtype=dtype, device=device, reasoning_template=args.template, plan_config=plan_config
-        )
+        config = replace(pipeline_config(args, model=source), device=device, dtype=dtype)
+        pipeline = T2IR1Pipeline.from_config(config)
     if path_or_id is not None:
         label = os.path.basename(source.rstrip("/")) or source
     else:
@@ -130,19 +130,3 @@ def run(args: argparse.Namespace) -> None:
         demo.launch(**launch_options(args.host, args.port))
     except OSError as err:  # e.g. the port is taken
         raise ValueError(f"cannot listen on {args.host}:{args.port}: {err}") from err
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="t2i-r1 serve", description="web page to try the model")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"t2i-r1 serve: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

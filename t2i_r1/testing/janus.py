@@ -1,8 +1,8 @@
 """Tiny Janus models built from configs, with a tokenizer trained in-process.
 
 They run the real transformers classes on a CPU in milliseconds, with no download: the test suite,
-the benchmarks and the placeholder demo use them. ``TinyJanusSpec`` mirrors the presets of
-``../shared/bench/reference_step.py`` so speed comparisons use the same shapes.
+the benchmarks, ``t2i-r1 make-tiny`` and the web page's placeholder use them. ``TinyJanusSpec`` mirrors
+the presets of ``../shared/bench/reference_step.py`` so speed comparisons use the same shapes.
 """
 
 from __future__ import annotations
@@ -13,29 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import JanusConfig, JanusForConditionalGeneration, JanusProcessor, LlamaConfig, PreTrainedTokenizerFast
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import LlamaConfig, PreTrainedTokenizerFast
 from transformers.models.janus.configuration_janus import JanusVisionConfig, JanusVQVAEConfig
-from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
+from t2i_r1.policy.build import BOI, BOS, EOI, EOS, IMAGE_TOKEN, PAD, ROLE_TOKENS, assemble_janus, janus_tokenizer
 from t2i_r1.policy.janus import JanusPolicy
-
-BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
-IMAGE_TOKEN, BOI, EOI = "<image_placeholder>", "<begin_of_image>", "<end_of_image>"
-ROLE_TOKENS = ["<|User|>", "<|Assistant|>"]
-
-# Our own Jinja rendering of DeepSeek's chat format ("<|User|>: ...\n\n<|Assistant|>:"), the format of
-# the Janus-Pro processors on the hub. Newlines go through expressions because chat templates are
-# compiled with trim_blocks, which eats a newline that follows a block tag.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}<|User|>: {% else %}<|Assistant|>: {% endif %}"
-    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image_placeholder>{{ '\n' }}"
-    "{% elif part['type'] == 'text' %}{{ part['text'] | trim }}{% endif %}{% endfor %}"
-    "{% if message['role'] == 'user' %}{{ '\n\n' }}{% else %}<｜end▁of▁sentence｜>{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
-)
 
 DEFAULT_CORPUS = (
     "a photo of a red cube left of a blue sphere . two green cats and a yellow dog on top of a wooden table . "
@@ -58,16 +41,6 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 384) -> PreTrainedT
     tok.train_from_iterator(list(corpus), trainer=trainer)
     tok.add_tokens(ROLE_TOKENS)
     return janus_tokenizer(tok)
-
-
-def janus_tokenizer(tok: Tokenizer, **special_tokens) -> PreTrainedTokenizerFast:
-    """Wrap a ``tokenizers`` Tokenizer holding Janus's special tokens: BOS added on encode, left padding,
-    and the image tokens the ``JanusProcessor`` looks up. Extra keywords (e.g. ``unk_token``) pass through."""
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, padding_side="left",
-        extra_special_tokens={"image_token": IMAGE_TOKEN, "boi_token": BOI, "eoi_token": EOI}, **special_tokens,
-    )
 
 
 @dataclass
@@ -122,33 +95,25 @@ def build_tiny_janus(
     return assemble_janus(tokenizer, text, vision, vq, seed=spec.seed)
 
 
-def assemble_janus(
-    tokenizer: PreTrainedTokenizerFast,
-    text: LlamaConfig,
-    vision: JanusVisionConfig,
-    vq: JanusVQVAEConfig,
-    *,
-    seed: int,
-    reasoning_template: str | None = None,
-) -> JanusPolicy:
-    """A randomly initialised (seeded) Janus from its three sub-configs, with a processor in our chat format
-    for images of ``vision.image_size`` px in ``vision.num_image_tokens`` tokens."""
-    config = JanusConfig(
-        text_config=text, vision_config=vision, vq_config=vq,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = JanusForConditionalGeneration(config).eval()
-    side = vision.image_size
-    processor = JanusProcessor(
-        image_processor=JanusImageProcessorPil(size={"height": side, "width": side}),
-        tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, num_image_tokens=vision.num_image_tokens,
-    )
-    return JanusPolicy(model, processor, reasoning_template=reasoning_template)
-
-
 def save_tiny_janus(directory: str | Path, spec: TinyJanusSpec | None = None) -> Path:
     """Build a tiny Janus and write it as a loadable checkpoint directory."""
     directory = Path(directory)
     build_tiny_janus(spec).save_pretrained(directory)
+    return directory
+
+
+def save_tiny_planner(directory: str | Path, seed: int = 0) -> Path:
+    """A tiny random ``LlamaForCausalLM`` and its tokenizer, written as a directory: an external planner."""
+    from transformers import LlamaForCausalLM
+
+    tokenizer = train_tokenizer([DEFAULT_CORPUS], vocab_size=300)
+    torch.manual_seed(seed)
+    lm = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    ))
+    directory = Path(directory)
+    lm.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     return directory

@@ -16,6 +16,8 @@ import argparse
 import inspect
 from pathlib import Path
 
+from t2i_r1.cli.options import add_pipeline_arguments, pipeline_config
+
 # CLI option -> benchmark keyword
 SCORER_OPTIONS = {
     "prompts_dir": "prompts_dir",
@@ -40,7 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
     parser.add_argument("--model", help="Janus checkpoint directory or hub id (needed unless --score-only)")
     parser.add_argument("--out", required=True, help="run folder: images, score caches, results.json, results.md")
-    parser.add_argument("--no-plan", action="store_true", help="draw straight from the prompt (no semantic CoT)")
     parser.add_argument("--prompts-dir", help="folder with the benchmark's prompt files (default: bundled; WISE: downloaded)")
     parser.add_argument("--categories", help="comma-separated subset of the benchmark's categories / tasks")
     parser.add_argument("--limit", type=int, help="only the first N prompts of each category (smoke runs; not comparable)")
@@ -48,20 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score-only", action="store_true", help="score the images already in --out; generate nothing")
     parser.add_argument("--generate-only", action="store_true", help="generate the images; score nothing")
     parser.add_argument("--score-chunk", type=int, default=8, help="prompts scored and cached together")
-    g = parser.add_argument_group("generation (as t2i-r1 generate)")
-    g.add_argument("--seed", type=int, default=0, help="prompt i of the benchmark is drawn with seed + i")
-    g.add_argument("--guidance-scale", type=float, default=5.0)
-    g.add_argument("--temperature", type=float, default=1.0, help="image-token temperature")
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--plan-temperature", type=float, default=1.0)
-    g.add_argument("--plan-top-p", type=float, default=1.0)
-    g.add_argument("--plan-max-tokens", type=int, default=128)
-    g.add_argument("--template", help="reasoning-instruction template file with a {prompt} slot")
-    g.add_argument("--planner", help="a causal LM (directory or hub id) that writes the plans (external-planner setting)")
-    g.add_argument("--image-prompt-format", default="{prompt}. {plan}")
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    g.add_argument("--device", help="default: this process's accelerate device")
-    g.add_argument("--memory-budget-gb", type=float, default=4.0, help="KV-cache budget per image chunk")
+    add_pipeline_arguments(parser.add_argument_group("generation (as t2i-r1 generate)"), device=None,
+                           device_help="default: this process's accelerate device")  # fmt: skip
     s = parser.add_argument_group("scorers (defaults: each benchmark's own models)")
     s.add_argument("--vqa-model", help="BLIP VQA checkpoint (T2I-CompBench; default Salesforce/blip-vqa-capfilt-large)")
     s.add_argument("--clip-model", help="CLIP for T2I-CompBench non-spatial / complex (default openai/clip-vit-base-patch32)")
@@ -118,15 +107,13 @@ def extra_metrics(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> dict | None:
-    from t2i_r1.eval.runner import EvalConfig, GenerationSettings, run_eval
+    from t2i_r1.eval.runner import EvalConfig, run_eval
 
     if args.score_only and args.generate_only:
         raise ValueError("--score-only and --generate-only exclude each other")
     if not args.score_only and not args.model:
         raise ValueError("--model is required to generate images (or pass --score-only)")
-    generation = None
-    if not args.score_only:
-        generation = GenerationSettings.from_args(args)
+    generation = None if args.score_only else pipeline_config(args)
     config = EvalConfig(
         benchmark=args.benchmark, out=Path(args.out), generation=generation, benchmark_options=benchmark_options(args),
         images_per_prompt=args.images_per_prompt, limit=args.limit, score=not args.generate_only,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from t2i_r1.policy.tiny import PRESETS, save_tiny_janus
+from t2i_r1.testing import PRESETS, save_tiny_janus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

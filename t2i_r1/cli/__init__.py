@@ -1,0 +1,48 @@
+"""The ``t2i-r1`` command. Each subcommand is one module of this package, named after it (``write-plans`` ->
+``t2i_r1.cli.write_plans``), with ``add_arguments(parser)`` and ``run(args)``; it is imported only when
+its command is parsed or run.
+
+    t2i-r1 COMMAND ...          python -m t2i_r1.cli COMMAND ...      (the same; for accelerate launch -m)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> help; the command's module is t2i_r1.cli.<name with "-" as "_">
+COMMANDS = {
+    "generate": "plan and draw images for prompts",
+    "train": "BiCoT-GRPO training from a YAML config (use under accelerate launch)",
+    "sft": "supervised fine-tuning on (prompt, plan, image) triples",
+    "write-plans": "write plans for an image-caption dataset with a VLM (SFT triples)",
+    "eval": "generate a benchmark's images and score them (T2I-CompBench, GenEval, WISE, ShapeWorld)",
+    "serve": "web page to try the model (needs the demo extra: gradio)",
+    "demo": "BiCoT-GRPO on the packaged ShapeWorld model: held-out scores before/after, grids",
+    "shapeworld": "ShapeWorld: pretrain, evaluate, write SFT triples, train a separate planner",
+    "make-tiny": "write a tiny random Janus checkpoint (tests, smoke runs)",
+}
+
+
+def command_module(name: str):
+    return importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="t2i-r1", description="T2I-R1: reasoning text-to-image with BiCoT-GRPO")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command_module(name).add_arguments(command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        command_module(args.command).run(args)
+    except (ValueError, FileNotFoundError) as err:  # ConfigError, PromptFileError are ValueErrors
+        print(f"t2i-r1 {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
