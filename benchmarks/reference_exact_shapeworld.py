@@ -11,13 +11,13 @@ scored on the same held-out prompts with the same sampling seed:
   7B recipe (GroundingDINO, GIT, ORM) has nothing to act on here; model size, learning rate, guidance,
   group and prompts per step stay ShapeWorld's.
 
-    python -m benchmarks.reference_exact_shapeworld --model DIR --seeds 3 --steps 600 --per-category 10 \
+    python -m benchmarks.reference_exact_shapeworld --model DIR --seeds 3 --steps 600 --per-cell 6 \
         --samples 2 --threads 2 --json benchmarks/results/reference_exact_shapeworld.json
     # 2 configurations x 3 seeds x 600 steps: about an hour on 2 CPU cores (the demo's 600 steps take 8 min;
     # the reference-exact run adds the KL's reference passes)
 
-Training prompts: ``--train-prompts`` per category (``prompt_set("train", n, seed=100 + seed)``, as the
-demo draws them). Work is bounded by ``--steps``; the time is reported, never a budget.
+Training prompts: ``--train-prompts`` per category and training phrasing family
+(``prompt_set("train", n, seed=100 + seed, families=TRAIN_FAMILIES)``, as the demo draws them). Work is bounded by ``--steps``; the time is reported, never a budget.
 """
 
 from __future__ import annotations
@@ -70,12 +70,11 @@ def configs(args: argparse.Namespace, seed: int, prompts: Path) -> dict:
 
 
 def evaluate(policy, args: argparse.Namespace, guidance: float) -> dict[str, float]:
-    from t2i_r1.shapeworld.grammar import prompt_set
-    from t2i_r1.shapeworld.model import evaluate_policy
+    """Held-out success per category under the ShapeWorld protocol (``t2i_r1.shapeworld.protocol``)."""
+    from t2i_r1.shapeworld.protocol import Protocol
 
-    held = prompt_set("heldout", args.per_category, seed=args.eval_seed)
-    return evaluate_policy(policy, held, use_plan=True, samples=args.samples, seed=args.eval_seed + 1,
-                           guidance_scale=guidance).table()
+    protocol = Protocol(per_cell=args.per_cell, samples=args.samples, seed=args.eval_seed, guidance=guidance)
+    return protocol.evaluate(policy).table()
 
 
 def train_and_score(config, args: argparse.Namespace) -> dict:
@@ -103,9 +102,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=600, help="BiCoT-GRPO steps per run (the demo's 600)")
     parser.add_argument("--group", type=int, default=8, help="plans per prompt (the recipe's 8)")
     parser.add_argument("--prompts-per-step", type=int, default=2)
-    parser.add_argument("--train-prompts", type=int, default=60, help="training prompts per category (the demo's 60)")
+    parser.add_argument("--train-prompts", type=int, default=10,
+                        help="training prompts per category and training phrasing family (the demo's 10)")
     parser.add_argument("--lr", type=float, default=None, help="default: the ShapeWorld recipe's (3e-5), for both")
-    parser.add_argument("--per-category", type=int, default=10, help="held-out prompts per category")
+    parser.add_argument("--per-cell", type=int, default=6, help="held-out prompts per category and phrasing family")
     parser.add_argument("--samples", type=int, default=2, help="images per held-out prompt")
     parser.add_argument("--eval-seed", type=int, default=0, help="held-out sample and its sampling seed, shared by every row")
     parser.add_argument("--threads", type=int, default=2)
@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
             rows[name].append(result["table"])
             print(f"{name} seed {seed}: {result['steps']} steps in {result['seconds']:.0f}s, held-out overall "
                   f"{100 * result['table']['overall']:.1f}% ({time.time() - t0:.0f}s)", flush=True)
-    print_rows(f"Held-out success rate (%), mean +- std over {args.seeds} seeds ({args.per_category} prompts per "
-               f"category x {args.samples} images, eval seed {args.eval_seed}):", rows)
+    print_rows(f"Held-out success rate (%), mean +- std over {args.seeds} seeds ({args.per_cell} prompts per "
+               f"category and phrasing family x {args.samples} images, eval seed {args.eval_seed}):", rows)
     print(f"\ntotal {time.time() - t0:.0f}s")
     results = {"rows": rows, "runs": runs, "reference_math": reference_math_overrides(), "args": vars(args)}
     if args.json:

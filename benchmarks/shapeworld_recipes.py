@@ -14,14 +14,12 @@ over seeds per category; exploration potential (``t2i_r1.analysis.exploration_po
 within-group std of ShapeWorld's partial reward over ``--group`` samples of a prompt, for base, SFT,
 RL and SFT -> RL.
 
-    python -m benchmarks.shapeworld_recipes --seeds 3 --per-category 10 --samples 2 --sft-steps 200 \
-        --minutes 6 --planner-minutes 3 --threads 2 --json runs/shapeworld-recipes/results.json
-    # about 16 min per seed on 2 cores (estimated from its parts, not run at this size): two RL runs of
-    # --minutes, the planner (--planner-minutes), 200 SFT steps (40 s at 1 thread), ~10 s per evaluation
+    python -m benchmarks.shapeworld_recipes --seeds 3 --per-cell 6 --samples 2 --sft-steps 200 \
+        --steps 600 --planner-steps 1500 --threads 1 --json runs/shapeworld-recipes/results.json
 
     python -m benchmarks.shapeworld_recipes --smoke      # every row at toy size, about a minute
 
-Choices: the triples are written once (``--triples-per-category``, seed 0) and shared by the seeds;
+Choices: the triples are written once (``--triples-per-cell``, seed 0) and shared by the seeds;
 each seed reshuffles SFT, seeds RL and the planner, and samples the evaluation with its own seed.
 ``--planner DIR`` reuses a trained planner instead of training one per seed. Not run by the tests
 beyond ``--smoke``-size budgets.
@@ -38,7 +36,7 @@ from pathlib import Path
 import torch
 
 SMOKE = {
-    "seeds": 2, "per_category": 1, "samples": 1, "sft_steps": 2, "sft_batch": 2, "triples_per_category": 1,
+    "seeds": 2, "per_cell": 1, "samples": 1, "sft_steps": 2, "sft_batch": 2, "triples_per_cell": 1,
     "steps": 1, "group": 2, "prompts_per_step": 1, "planner_steps": 3, "planner_examples": 64,
     "explore_per_category": 1,
 }
@@ -47,15 +45,15 @@ SMOKE = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from t2i_r1.shapeworld.demo import add_arguments as demo_arguments
 
-    demo_arguments(parser)  # the RL knobs of the demo (--steps, --minutes, --lr, --group, --beta, ...)
+    demo_arguments(parser)  # the RL and protocol knobs of the demo (--steps, --lr, --group, --per-cell, ...)
     parser.set_defaults(out="runs/shapeworld-recipes")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per row (seed, seed + 1, ...)")
     parser.add_argument("--sft-steps", type=int, default=200)
     parser.add_argument("--sft-lr", type=float, default=5e-5)
     parser.add_argument("--sft-batch", type=int, default=8)
-    parser.add_argument("--triples-per-category", type=int, default=50, help="training prompts per category for SFT")
-    parser.add_argument("--planner-minutes", type=float, default=3.0, help="planner training budget per seed")
-    parser.add_argument("--planner-steps", type=int, default=None, help="fixed planner steps (overrides --planner-minutes)")
+    parser.add_argument("--triples-per-cell", type=int, default=8,
+                        help="SFT triples per category and training phrasing family")
+    parser.add_argument("--planner-steps", type=int, default=1500, help="planner training steps per seed")
     parser.add_argument("--planner-examples", type=int, default=10_000)
     parser.add_argument("--planner", default=None, help="a trained planner directory to use for every seed")
     parser.add_argument("--explore-per-category", type=int, default=4,
@@ -92,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     from t2i_r1.shapeworld.grammar import CATEGORIES, prompt_set
     from t2i_r1.shapeworld.model import DEFAULT_ASSET, evaluate_policy, load_policy
     from t2i_r1.shapeworld.recipes import PlannerConfig, load_planner, train_planner, write_triples
+    from t2i_r1.shapeworld.protocol import Protocol
     from t2i_r1.train.config import ModelConfig, OptimConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,9 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     model_dir = str(args.model or DEFAULT_ASSET)
     use_plan = args.mode != "token"  # the RL rows are scored the way they were trained
-    held = prompt_set("heldout", args.per_category, seed=0)
-    explore_prompts = prompt_set("heldout", args.explore_per_category, seed=0)
-    triples = write_triples(out / "triples", args.triples_per_category, seed=0)
+    held = Protocol(per_cell=args.per_cell, samples=args.samples, guidance=args.guidance).prompts()
+    explore_prompts = prompt_set("heldout", args.explore_per_category, seed=0)  # the plain wording
+    triples = write_triples(out / "triples", args.triples_per_cell, seed=0)
     log(f"{len(held)} held-out prompts x {args.samples}; triples: {triples} ({time.time() - t0:.0f}s)")
     rewards = RewardEnsemble({"shapeworld": ProgrammaticReward(partial_reward, name="shapeworld")})
     plan_cfg = PlanSamplingConfig(max_new_tokens=64)
@@ -175,8 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         planner_dir = args.planner
         if planner_dir is None:
             planner_dir = out / f"seed{seed}" / "planner"
-            config = PlannerConfig(minutes=args.planner_minutes, steps=args.planner_steps,
-                                   examples=args.planner_examples, seed=seed)
+            config = PlannerConfig(steps=args.planner_steps, examples=args.planner_examples, seed=seed)
             training["planner"].append(train_planner(planner_dir, config, log=lambda s: None))
         record("planner + base", evaluate_policy(
             base, held, planner=load_planner(planner_dir), samples=args.samples, seed=seed + 1,

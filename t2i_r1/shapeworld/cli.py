@@ -1,11 +1,11 @@
 """``t2i-r1 shapeworld pretrain|eval|prompts|triples|planner``: pretrain the ShapeWorld Janus from scratch,
 score a checkpoint, write training prompts or SFT triples, or train a separate planner.
 
-    t2i-r1 shapeworld pretrain --out runs/shapeworld-base            # VQ then LM, 40 min on 2 cores (LM too short there: README)
+    t2i-r1 shapeworld pretrain --out runs/shapeworld-base            # VQ then LM, bounded by steps (docs/shapeworld.md)
     t2i-r1 shapeworld eval --model t2i_r1/assets/shapeworld          # held-out, with and without plans
     t2i-r1 shapeworld prompts --out runs/sw-prompts.jsonl            # prompts + ground truth for t2i-r1 train
-    t2i-r1 shapeworld triples --out runs/sw-triples --per-category 50   # images/ + triples.jsonl (SFT data)
-    t2i-r1 shapeworld planner --out runs/sw-planner --minutes 3      # a LlamaForCausalLM for ExternalPlanner
+    t2i-r1 shapeworld triples --out runs/sw-triples --per-cell 8     # images/ + triples.jsonl (SFT data)
+    t2i-r1 shapeworld planner --out runs/sw-planner --steps 1500     # a LlamaForCausalLM for ExternalPlanner
 
 The same recipes as for real checkpoints then run through the generic commands:
 ``t2i-r1 sft configs/recipes/sft_shapeworld.yaml``, ``t2i-r1 train configs/recipes/rl_shapeworld.yaml``,
@@ -65,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--split", default="train", choices=["train", "heldout"])
     pl = sub.add_parser("planner", help="train a small separate planner (LlamaForCausalLM) on prompt -> plan")
     pl.add_argument("--out", required=True, help="directory to save the planner (model, tokenizer, reasoning.txt)")
-    pl.add_argument("--minutes", type=float, default=3.0, help="training budget in wall-clock minutes")
-    pl.add_argument("--steps", type=int, default=None, help="fixed number of steps (reproducible; overrides --minutes)")
+    pl.add_argument("--steps", type=int, default=1500, help="training steps")
+    pl.add_argument("--minutes", type=float, default=None,
+                    help="instead of --steps: as many steps as fit this many minutes (depends on the machine's load)")
     pl.add_argument("--examples", type=int, default=10_000, help="training examples drawn once")
     pl.add_argument("--batch", type=int, default=32)
     pl.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine)")
@@ -160,8 +161,9 @@ def _planner(args: argparse.Namespace) -> None:
     from t2i_r1.shapeworld.recipes import PlannerConfig, train_planner
 
     torch.set_num_threads(args.threads)
-    config = PlannerConfig(hidden=args.hidden, layers=args.layers, intermediate=4 * args.hidden, steps=args.steps,
-                           minutes=args.minutes, examples=args.examples, batch=args.batch, lr=args.lr, seed=args.seed)
+    budget = {"steps": None, "minutes": args.minutes} if args.minutes is not None else {"steps": args.steps}
+    config = PlannerConfig(hidden=args.hidden, layers=args.layers, intermediate=4 * args.hidden, examples=args.examples,
+                           batch=args.batch, lr=args.lr, seed=args.seed, **budget)
     held = prompt_set("heldout", args.eval_per_category, seed=0) if args.eval_per_category > 0 else None
     summary = train_planner(args.out, config, eval_prompts=held, log=lambda s: print(s, flush=True))
     if "plan_accuracy" in summary:

@@ -102,8 +102,8 @@ class PlannerConfig:
     layers: int = 2
     heads: int = 4
     intermediate: int = 512
-    steps: int | None = None
-    """Training steps; when None, ``minutes`` decides the count."""
+    steps: int | None = 1500
+    """Training steps; when None, ``minutes`` decides the count (which then depends on the machine's speed)."""
     minutes: float = 3.0
     """Wall-clock budget of the training steps (example drawing not included), used when ``steps`` is None."""
     batch: int = 32
