@@ -8,7 +8,9 @@ its command is parsed or run.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 # name -> help; the command's module is t2i_r1.cli.<name with "-" as "_">
@@ -38,11 +40,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Disk and permission failures a user fixes outside the program: one line, not a traceback.
+_USER_OS_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EACCES: "permission denied", errno.EROFS: "read-only file system"}
+
+
+def user_error(err: BaseException) -> str | None:
+    """The one-line message for an error the user can act on (bad input, missing file, full disk, a reward
+    or a run that stopped), or None for a bug, which keeps its traceback."""
+    from t2i_r1.rewards.ensemble import RewardError
+    from t2i_r1.train.loop import TrainingStopped
+
+    if isinstance(err, (ValueError, FileNotFoundError, RewardError, TrainingStopped)):  # ConfigError, PromptFileError
+        return str(err)
+    if isinstance(err, OSError) and err.errno in _USER_OS_ERRORS:
+        where = f" writing {err.filename}" if err.filename else ""
+        return f"{_USER_OS_ERRORS[err.errno]}{where}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         command_module(args.command).run(args)
-    except (ValueError, FileNotFoundError) as err:  # ConfigError, PromptFileError are ValueErrors
-        print(f"t2i-r1 {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:
+        message = user_error(err)
+        if message is None or os.environ.get("T2I_R1_TRACEBACK"):
+            raise
+        print(f"t2i-r1 {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--color-prompts", choices=["pre-2025-09-03", "current"], help="T2I-CompBench color_val.txt version")
     s.add_argument("--judge", help="WISE judge: openai:MODEL (endpoint from $T2I_R1_JUDGE_URL, key from "
                                    "$T2I_R1_JUDGE_API_KEY or $OPENAI_API_KEY) or transformers:PATH")  # fmt: skip
-    s.add_argument("--wise-download-dir", help="where WISE prompts are downloaded (default ~/.cache/t2i_r1/wise)")
+    s.add_argument("--wise-download-dir", help="where WISE prompts are downloaded (default: OUT/wise-prompts)")
     s.add_argument("--scorer-dtype", choices=["float32", "bfloat16", "float16"])
     s.add_argument("--scorer-batch-size", type=int)
     x = parser.add_argument_group("extra metrics")
@@ -86,6 +86,8 @@ def benchmark_options(args: argparse.Namespace) -> dict:
         if keyword not in accepted:
             raise ValueError(f"--{option.replace('_', '-')} does not apply to --benchmark {args.benchmark}")
         options[keyword] = [c.strip() for c in value.split(",") if c.strip()] if option == "categories" else value
+    if "download_dir" in accepted and "download_dir" not in options:  # WISE: downloads stay inside --out
+        options["download_dir"] = str(Path(args.out) / "wise-prompts")
     return options
 
 

@@ -34,6 +34,7 @@ from typing import Literal
 
 import torch
 
+from t2i_r1.config_io import check_finite
 from t2i_r1.policy.janus import JanusPolicy
 from t2i_r1.rollout.fast_decode import decode_threads, make_decoder
 
@@ -51,6 +52,7 @@ class PlanSamplingConfig:
     transformers' ``generate`` default (configs/recipes/reference_exact_7b.yaml)."""
 
     def __post_init__(self):
+        check_finite(self, "plan.")
         if self.max_new_tokens < 1:
             raise ValueError(f"plan.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature <= 0:
@@ -75,6 +77,7 @@ class ImageSamplingConfig:
     """Hard cap on rows per chunk (before doubling for CFG); None = from the memory budget only."""
 
     def __post_init__(self):
+        check_finite(self, "image.")
         if self.guidance_scale < 0:
             raise ValueError(f"image.guidance_scale must be >= 0, got {self.guidance_scale}")
         if self.temperature <= 0:
