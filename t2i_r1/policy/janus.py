@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor, JanusForConditionalGeneration, PreTrainedTokenizerBase
 
+from t2i_r1.rollout.settings import DEFAULT_IMAGE_PROMPT_FORMAT
 from t2i_r1.utils.checkpoints import CheckpointSpec, check_checkpoint
 
-DEFAULT_IMAGE_PROMPT_FORMAT = "{prompt}. {plan}"
 TEMPLATE_FILE = "reasoning.txt"
 """Saved beside a checkpoint's weights: the reasoning instruction it plans from (read back on load)."""
 
