@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from t2i_r1.cli.options import add_runtime_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="directory to write")
     parser.add_argument("--preset", default="tiny", help="a preset of t2i_r1.testing.PRESETS: tiny, medium")
+    add_runtime_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -53,10 +53,6 @@ def add_runtime_arguments(parser, *, threads: bool = True) -> None:
 def configure_runtime(args: argparse.Namespace) -> None:
     """Apply ``--threads`` and ``--verbose`` before a command runs. Quiet by default: transformers' and the
     hub's progress bars ("Loading weights", "Writing model shards") and info messages are hidden."""
-    verbose = getattr(args, "verbose", False)
-    if not verbose:
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     threads = getattr(args, "threads", None)
     if threads is not None:
         if threads < 1:
@@ -64,11 +60,17 @@ def configure_runtime(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(threads)
-    if not verbose:
-        from transformers.utils import logging as hf_logging
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
 
+    if getattr(args, "verbose", False):
+        hf_logging.set_verbosity_info()
+        hf_logging.enable_progress_bar()
+        hub_utils.enable_progress_bars()
+    else:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+        hub_utils.disable_progress_bars()
 
 
 def add_pipeline_arguments(

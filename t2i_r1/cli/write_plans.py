@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from t2i_r1.cli.options import add_runtime_arguments
+
 INSTRUCTION = (
     "This image was drawn for the prompt: \"{prompt}\". Write a short plan of the image, as an artist would "
     "before drawing it: every object, its count, colour, shape, texture and size, and where it sits relative "
@@ -54,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    add_runtime_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:

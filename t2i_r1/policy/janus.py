@@ -28,6 +28,7 @@ from transformers import AutoProcessor, JanusForConditionalGeneration, PreTraine
 
 from t2i_r1.rollout.settings import DEFAULT_IMAGE_PROMPT_FORMAT
 from t2i_r1.utils.checkpoints import CheckpointSpec, check_checkpoint
+from t2i_r1.utils.io import respect_umask
 
 TEMPLATE_FILE = "reasoning.txt"
 """Saved beside a checkpoint's weights: the reasoning instruction it plans from (read back on load)."""
@@ -166,6 +167,7 @@ class JanusPolicy:
         self.model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
         (Path(directory) / TEMPLATE_FILE).write_text(self.reasoning_template, encoding="utf-8")
+        respect_umask(directory)
 
     # ------------------------------------------------------------------ shapes and modules
     @property

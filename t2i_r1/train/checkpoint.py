@@ -16,6 +16,8 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from t2i_r1.utils.io import respect_umask
+
 STATE_FILE = "trainer_state.json"
 _PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
@@ -44,6 +46,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int,
     accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
+        respect_umask(tmp)
         replace_directory(tmp, final)  # the checkpoint exists only once it is complete
         ours = [p for p in checkpoints(output_dir) if _run_id(p) == state.get("run_id") and _step(p) <= step]
         for old in ours[:-keep_last] if keep_last > 0 else []:
