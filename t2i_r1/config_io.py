@@ -2,12 +2,14 @@
 
 One mechanism for every config of the project: a dataclass tree is the schema (field docstrings are
 the help), YAML supplies values, overrides win, and ``__post_init__`` of each dataclass validates.
-Unknown keys and values of the wrong type raise ``ConfigError`` naming the field and the file.
+Unknown keys, values of the wrong type and numbers that are not finite (``.nan``, ``.inf``) raise
+``ConfigError`` naming the field, and the file or the command-line override that set it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,7 +21,19 @@ C = TypeVar("C")
 
 
 class ConfigError(ValueError):
-    pass
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field  # dotted name of the offending field ("" when unknown)
+
+
+def check_finite(config, prefix: str = "") -> None:
+    """Raise ``ConfigError`` naming the first float field of dataclass ``config`` that is NaN or infinite
+    (for configs built in code or from command-line flags, which do not pass through ``_coerce``)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            name = f"{prefix}{f.name}"
+            raise ConfigError(f"{name} must be a finite number, got {value}", name)
 
 
 def _is_dataclass_type(tp) -> bool:
@@ -46,45 +60,50 @@ def _coerce(value: Any, tp, where: str):
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {tp}")
     if origin is Literal:
         if value not in get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
+            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}", where)
         return value
     if _is_dataclass_type(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of fields, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping of fields, got {value!r}", where)
         return build(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {value!r}", where)
         (item,) = get_args(tp)[:1] or (Any,)
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}", where)
         _, item = get_args(tp) or (Any, Any)
         return {k: _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}", where)
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-6 as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-6 as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}", where)
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}", where)
+        return number
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {value!r}", where)
     if tp is str:
         if isinstance(value, (str, Path)):
             return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {value!r}", where)
     return value
 
 
@@ -95,14 +114,15 @@ def build(cls: type[C], values: dict[str, Any], where: str = "") -> C:
     unknown = sorted(set(values) - names)
     prefix = f"{where}." if where else ""
     if unknown:
-        raise ConfigError(f"unknown field {prefix}{unknown[0]} (known fields of {cls.__name__}: {', '.join(sorted(names))})")
+        raise ConfigError(f"unknown field {prefix}{unknown[0]} (known fields of {cls.__name__}: {', '.join(sorted(names))})",
+                          f"{prefix}{unknown[0]}")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+        raise ConfigError(f"{where or cls.__name__}: {err}", where) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -137,7 +157,10 @@ def read_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base' files include each other")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.safe_load(path.read_bytes().decode("utf-8-sig")) or {}
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text; save the file as UTF-8") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(tree, dict):
@@ -153,19 +176,27 @@ def read_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
     """Read ``path`` (YAML, optionally with ``base: parent.yaml``) into ``cls``, apply ``overrides``, validate.
 
-    Errors name the file and the field.
+    Errors name the field, and the override that set it (or the file when no override touched it).
     """
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         tree = read_yaml_tree(path)
+    given: dict[str, str] = {}  # dotted key -> the override text that set it
     for text in overrides or []:
         key, value = parse_override(text)
         _set(tree, key, value)
+        given[".".join(key)] = text
     try:
         return build(cls, tree)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}" if path else str(err)) from None
+        # the override that set this field, or one inside the section whose validation failed (the top
+        # level's own validation names its fields in the message)
+        blamed = [t for k, t in given.items()
+                  if ((k == err.field or k.startswith(err.field + ".")) if err.field else k in str(err))]
+        if blamed:
+            raise ConfigError(f"command-line override {blamed[-1]!r}: {err}", err.field) from None
+        raise ConfigError(f"{path}: {err}" if path else str(err), err.field) from None
 
 
 def to_dict(config) -> dict[str, Any]:

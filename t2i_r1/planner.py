@@ -13,6 +13,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from t2i_r1.policy.janus import checkpoint_template, default_reasoning_template
+from t2i_r1.utils.checkpoints import CheckpointSpec, check_checkpoint
+
+PLANNER_CHECKPOINT = CheckpointSpec(
+    expected="a causal language model directory (AutoModelForCausalLM) or hub id",
+    what="the external planner (--planner)",
+    release="any transformers causal LM, e.g. Qwen/Qwen2.5-7B-Instruct; t2i-r1 shapeworld planner writes a small one",
+)
 
 
 class ExternalPlanner:
@@ -30,7 +37,8 @@ class ExternalPlanner:
                         reasoning_template: str | Path | None = None, **kwargs) -> ExternalPlanner:
         """Load any causal LM; the reasoning instruction is ``reasoning_template``, else a ``reasoning.txt``
         saved beside the weights (as ShapeWorld planners and policies are), else the packaged one."""
-        model = AutoModelForCausalLM.from_pretrained(str(path_or_id), dtype=getattr(torch, dtype)).to(device)
+        path_or_id = check_checkpoint(path_or_id, PLANNER_CHECKPOINT)
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=getattr(torch, dtype)).to(device)
         tokenizer = AutoTokenizer.from_pretrained(str(path_or_id))
         return cls(model, tokenizer, checkpoint_template(path_or_id, reasoning_template), **kwargs)
 

@@ -61,8 +61,8 @@ def test_generate_without_plan_from_prompts_file(tiny_checkpoint, tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--prompt", " "], "--prompt 0 is empty"),
-        (["--prompt", "cat " * 2000], "too long"),
+        (["--prompt", " "], "--prompt 1 is empty"),
+        (["--prompt", "a cat", "--prompt", "cat " * 2000], "--prompt 2: the prompt is too long"),
         (["--prompt", "a cat", "--template", "/nonexistent/template.txt"], "reasoning template file not found"),
     ],
 )

@@ -13,6 +13,7 @@ from t2i_r1.config_io import load_config, to_dict
 from t2i_r1.grpo.core import aggregate_loss, normalize_then_sum, sum_then_normalize
 from t2i_r1.rollout import PlanSamplingConfig, plan_log_probs, sample_plans
 from t2i_r1.train.config import TrainConfig
+from t2i_r1.train.loop import flatten
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -30,14 +31,7 @@ REFERENCE_EXACT_CHANGES = {
 }
 
 
-def _flatten(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+_flatten = flatten  # nested config -> dotted keys, as resume compares configs
 
 
 def test_reference_exact_recipe_changes_only_the_documented_settings():

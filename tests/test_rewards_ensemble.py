@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from t2i_r1.rewards import REWARD_REGISTRY, RewardFunction, build_reward
-from t2i_r1.rewards.ensemble import EnsembleScores, RewardEnsemble
+from t2i_r1.rewards.ensemble import EnsembleScores, RewardEnsemble, RewardError
 from t2i_r1.rewards.programmatic import ProgrammaticReward, load_callable
 from t2i_r1.utils.checkpoints import resolve_device
 
@@ -107,7 +107,7 @@ def test_ensemble_rejects_bad_specs_and_bad_outputs():
     with pytest.raises(ValueError, match="unknown reward 'nope'"):
         RewardEnsemble({"nope": {}}, device="cpu")
     short = RewardEnsemble({"short": Fixed("short", [1.0])}, device="cpu")
-    with pytest.raises(ValueError, match="'short' returned 1 values for 3 images"):
+    with pytest.raises(RewardError, match="reward 'short' failed on a batch of 3 images: ValueError: returned 1 values"):
         short(PROMPTS, IMAGES, METADATA)
 
 

@@ -409,3 +409,31 @@ def test_command_without_gradio_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)  # makes `import gradio` raise ImportError
     with pytest.raises(ValueError, match=r"pip install 't2i-r1\[demo\]'"):
         serve_cli.run(_args())
+
+
+# ---------------------------------------------------------------------------------------- the server's log
+def test_the_server_log_has_no_tracebacks_for_refused_inputs_and_no_share_hint(handler, capfd):
+    """A real Gradio server in this process: image counts the page's slider refuses (-1, 0, 100) come back
+    as errors to the caller, and the server log has neither their tracebacks nor Gradio's share=True hint."""
+    pytest.importorskip("gradio")
+    from gradio_client import Client
+
+    from t2i_r1.serve.app import build_app, launch_options
+
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = build_app(handler, queue_size=4, concurrency_limit=1)
+    demo.launch(prevent_thread_lock=True, **launch_options("127.0.0.1", port))
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        for count in (-1, 0, 100):
+            with pytest.raises(Exception, match="(less|greater) than (minimum|maximum)"):
+                client.predict(PROMPT, count, 5.0, 1.0, 0, True, api_name="/generate")
+    finally:
+        demo.close()
+    log = capfd.readouterr()
+    assert "Traceback" not in log.out + log.err
+    assert "share=True" not in log.out + log.err

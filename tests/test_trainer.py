@@ -225,7 +225,7 @@ def test_config_yaml_overrides_and_errors(tmp_path):
     config = load_config(TrainConfig, yaml_file, ["grpo.beta=0.05", "rollout.mode=token", "optim.lr=1e-5"])
     assert config.grpo.beta == 0.05 and config.rollout.mode == "token" and config.optim.lr == 1e-5
     assert config.rewards["hps"].weight == 2.0
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown field grpo.bogus"):
+    with pytest.raises(ConfigError, match=r"override 'grpo.bogus=1': unknown field grpo.bogus"):
         load_config(TrainConfig, yaml_file, ["grpo.bogus=1"])
     with pytest.raises(ConfigError, match=r"rollout.mode: 'both' is not one of"):
         load_config(TrainConfig, yaml_file, ["rollout.mode=both"])

@@ -8,7 +8,9 @@ its command is parsed or run.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 # name -> help; the command's module is t2i_r1.cli.<name with "-" as "_">
@@ -29,20 +31,58 @@ def command_module(name: str):
     return importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="t2i-r1", description="T2I-R1: reasoning text-to-image with BiCoT-GRPO")
+EPILOG = """first steps (the bundled ShapeWorld model runs on a CPU):
+  t2i-r1 generate --prompt "a red circle left of a blue square" -n 4 --out runs/first
+  t2i-r1 demo                      # BiCoT-GRPO on the bundled model, before/after scores
+  t2i-r1 COMMAND --help            # each command's options"""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command's arguments, or (``command`` given) only that command's: a command
+    module is imported only when its command is parsed, so ``t2i-r1 --help`` and ``t2i-r1 X --help`` import
+    no torch (``command=""``: none)."""
+    parser = argparse.ArgumentParser(prog="t2i-r1", description="T2I-R1: reasoning text-to-image with BiCoT-GRPO",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        command_module(name).add_arguments(command)
+        parsed = sub.add_parser(name, help=help_text, description=help_text)
+        if command is None or command == name:
+            command_module(name).add_arguments(parsed)
     return parser
 
 
+# Disk and permission failures a user fixes outside the program: one line, not a traceback.
+_USER_OS_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EACCES: "permission denied", errno.EROFS: "read-only file system"}
+
+
+def user_error(err: BaseException) -> str | None:
+    """The one-line message for an error the user can act on (bad input, missing file, full disk, a reward
+    or a run that stopped), or None for a bug, which keeps its traceback."""
+    from t2i_r1.rewards.ensemble import RewardError
+    from t2i_r1.train.loop import TrainingStopped
+
+    if isinstance(err, (ValueError, FileNotFoundError, RewardError, TrainingStopped)):  # ConfigError, PromptFileError
+        return str(err)
+    if isinstance(err, OSError) and err.errno in _USER_OS_ERRORS:
+        where = f" writing {err.filename}" if err.filename else ""
+        return f"{_USER_OS_ERRORS[err.errno]}{where}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    named = next((a for a in argv if not a.startswith("-")), "")
+    args = build_parser(named if named in COMMANDS else "").parse_args(argv)
     try:
+        from t2i_r1.cli.options import configure_runtime
+
+        configure_runtime(args)
         command_module(args.command).run(args)
-    except (ValueError, FileNotFoundError) as err:  # ConfigError, PromptFileError are ValueErrors
-        print(f"t2i-r1 {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:
+        message = user_error(err)
+        if message is None or os.environ.get("T2I_R1_TRACEBACK"):
+            raise
+        print(f"t2i-r1 {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -4,6 +4,7 @@
     accelerate launch -m t2i_r1.cli eval --benchmark geneval --model PATH --out DIR   # one shard per GPU
     t2i-r1 eval --benchmark wise --model PATH --out DIR --judge openai:gpt-4o-2024-05-13
     t2i-r1 eval --benchmark geneval --out DIR --score-only          # rescore images already in DIR
+    t2i-r1 eval --benchmark shapeworld --out DIR                     # the bundled model, the ShapeWorld protocol
 
 Scorer options apply to the benchmarks that use them (an option a benchmark does not take is an
 error, not silently ignored). Extra metrics: ``--aesthetic-head`` (LAION predictor), ``--diversity``,
@@ -14,14 +15,16 @@ from __future__ import annotations
 
 import argparse
 import inspect
+from dataclasses import replace
 from pathlib import Path
 
-from t2i_r1.cli.options import add_pipeline_arguments, pipeline_config
+from t2i_r1.cli.options import add_model_argument, add_pipeline_arguments, add_runtime_arguments, pipeline_config
 
 # CLI option -> benchmark keyword
 SCORER_OPTIONS = {
     "prompts_dir": "prompts_dir",
     "categories": "categories",
+    "per_cell": "per_cell",
     "vqa_model": "vqa_model",
     "clip_model": "clip_model",
     "color_clip_model": "color_clip_model",
@@ -40,12 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from t2i_r1.eval import BENCHMARKS
 
     parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
-    parser.add_argument("--model", help="Janus checkpoint directory or hub id (needed unless --score-only)")
+    add_model_argument(parser)
     parser.add_argument("--out", required=True, help="run folder: images, score caches, results.json, results.md")
     parser.add_argument("--prompts-dir", help="folder with the benchmark's prompt files (default: bundled; WISE: downloaded)")
     parser.add_argument("--categories", help="comma-separated subset of the benchmark's categories / tasks")
     parser.add_argument("--limit", type=int, help="only the first N prompts of each category (smoke runs; not comparable)")
-    parser.add_argument("--images-per-prompt", type=int, help="default: the benchmark's protocol (10 / 4 / 1)")
+    parser.add_argument("--images-per-prompt", type=int, help="default: the benchmark's protocol (10 / 4 / 1 / 2)")
+    parser.add_argument("--per-cell", type=int, help="ShapeWorld: held-out prompts per category and phrasing family "
+                                                      "(default: the protocol's, 10); --seed draws them")
     parser.add_argument("--score-only", action="store_true", help="score the images already in --out; generate nothing")
     parser.add_argument("--generate-only", action="store_true", help="generate the images; score nothing")
     parser.add_argument("--score-chunk", type=int, default=8, help="prompts scored and cached together")
@@ -62,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--color-prompts", choices=["pre-2025-09-03", "current"], help="T2I-CompBench color_val.txt version")
     s.add_argument("--judge", help="WISE judge: openai:MODEL (endpoint from $T2I_R1_JUDGE_URL, key from "
                                    "$T2I_R1_JUDGE_API_KEY or $OPENAI_API_KEY) or transformers:PATH")  # fmt: skip
-    s.add_argument("--wise-download-dir", help="where WISE prompts are downloaded (default ~/.cache/t2i_r1/wise)")
+    s.add_argument("--wise-download-dir", help="where WISE prompts are downloaded (default: OUT/wise-prompts)")
     s.add_argument("--scorer-dtype", choices=["float32", "bfloat16", "float16"])
     s.add_argument("--scorer-batch-size", type=int)
     x = parser.add_argument_group("extra metrics")
@@ -71,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     x.add_argument("--diversity", action="store_true", help="mean pairwise CLIP cosine distance among a prompt's images")
     x.add_argument("--diversity-clip", default="openai/clip-vit-base-patch32")
     x.add_argument("--plan-judge", help="judge the plans: openai:MODEL or transformers:PATH")
+    add_runtime_arguments(parser)
 
 
 def benchmark_options(args: argparse.Namespace) -> dict:
@@ -86,6 +92,10 @@ def benchmark_options(args: argparse.Namespace) -> dict:
         if keyword not in accepted:
             raise ValueError(f"--{option.replace('_', '-')} does not apply to --benchmark {args.benchmark}")
         options[keyword] = [c.strip() for c in value.split(",") if c.strip()] if option == "categories" else value
+    if "seed" in accepted:  # ShapeWorld: the protocol's seed draws the prompts, as in t2i-r1 shapeworld eval
+        options["seed"] = args.seed
+    if "download_dir" in accepted and "download_dir" not in options:  # WISE: downloads stay inside --out
+        options["download_dir"] = str(Path(args.out) / "wise-prompts")
     return options
 
 
@@ -109,17 +119,24 @@ def extra_metrics(args: argparse.Namespace) -> list:
 def run(args: argparse.Namespace) -> dict | None:
     from t2i_r1.eval.runner import EvalConfig, run_eval
 
+    from t2i_r1.eval.base import build_benchmark
+
     if args.score_only and args.generate_only:
         raise ValueError("--score-only and --generate-only exclude each other")
-    if not args.score_only and not args.model:
-        raise ValueError("--model is required to generate images (or pass --score-only)")
-    generation = None if args.score_only else pipeline_config(args)
+    options = benchmark_options(args)
+    benchmark = build_benchmark(args.benchmark, **options)
+    generation = None
+    if not args.score_only:
+        generation = pipeline_config(args)
+        protocol_guidance = getattr(benchmark, "guidance_scale", None)
+        if args.guidance_scale is None and protocol_guidance is not None:  # the benchmark's protocol decides
+            generation.image = replace(generation.image, guidance_scale=protocol_guidance)
     config = EvalConfig(
-        benchmark=args.benchmark, out=Path(args.out), generation=generation, benchmark_options=benchmark_options(args),
+        benchmark=args.benchmark, out=Path(args.out), generation=generation, benchmark_options=options,
         images_per_prompt=args.images_per_prompt, limit=args.limit, score=not args.generate_only,
         score_chunk=args.score_chunk,
     )  # fmt: skip
-    results = run_eval(config, metrics=extra_metrics(args) if not args.generate_only else ())
+    results = run_eval(config, benchmark=benchmark, metrics=extra_metrics(args) if not args.generate_only else ())
     if results is not None:
         print((Path(args.out) / "results.md").read_text())
         print(f"wrote {Path(args.out) / 'results.json'} and results.md")

@@ -14,7 +14,8 @@ import os
 import sys
 
 from t2i_r1 import serve
-from t2i_r1.cli.options import DTYPES, add_pipeline_arguments, pipeline_config
+from t2i_r1.bundled import resolve_model
+from t2i_r1.cli.options import DTYPES, add_pipeline_arguments, add_runtime_arguments, pipeline_config
 
 PLACEHOLDER_NOTE = (
     "untrained weights. No trained checkpoint is bundled yet (t2i_r1/assets/shapeworld), so the plans are "
@@ -23,8 +24,10 @@ PLACEHOLDER_NOTE = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="Janus checkpoint directory or hub id (default: the bundled small checkpoint)")
-    parser.add_argument("--compare", metavar="PATH", help="a second checkpoint shown side by side (e.g. base vs trained)")
+    parser.add_argument("--model", type=resolve_model, metavar="MODEL",
+                        help="Janus checkpoint: a directory, a hub id, or a bundled model (shapeworld; the default)")
+    parser.add_argument("--compare", type=resolve_model, metavar="MODEL",
+                        help="a second checkpoint shown side by side (e.g. base vs trained)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but loopback exposes the page")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--queue-size", type=int, default=16, help="requests that may wait in the queue; more are refused")
@@ -34,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_pipeline_arguments(parser, device="auto", device_help="cpu, cuda, cuda:1...; auto = cuda when available",
                            dtype="auto", dtypes=("auto", *DTYPES), dtype_help="auto = bfloat16 on cuda, float32 on cpu",
                            drawing=False)  # fmt: skip
+    add_runtime_arguments(parser)
 
 
 def _device_and_dtype(device: str, dtype: str) -> tuple[str, str]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from t2i_r1.cli.options import add_runtime_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML SFT config (see configs/recipes/)")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     parser.add_argument("--max-steps", type=int, default=None)
+    add_runtime_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:

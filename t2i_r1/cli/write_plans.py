@@ -12,12 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-from PIL import Image
-from tqdm.auto import tqdm
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-from t2i_r1.utils.io import atomic_path
+from t2i_r1.cli.options import add_runtime_arguments
 
 INSTRUCTION = (
     "This image was drawn for the prompt: \"{prompt}\". Write a short plan of the image, as an artist would "
@@ -26,9 +21,17 @@ INSTRUCTION = (
 )
 
 
-@torch.no_grad()
 def write_plans(vlm, processor, rows: list[dict], base: Path, *, instruction: str = INSTRUCTION,
                 max_new_tokens: int = 128, batch_size: int = 4) -> list[dict]:
+    import torch
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    with torch.no_grad():
+        return _write_plans(vlm, processor, rows, base, instruction, max_new_tokens, batch_size, Image, tqdm)
+
+
+def _write_plans(vlm, processor, rows, base, instruction, max_new_tokens, batch_size, Image, tqdm) -> list[dict]:
     out = []
     for start in tqdm(range(0, len(rows), batch_size), desc="plans", disable=len(rows) <= batch_size):
         batch = rows[start : start + batch_size]
@@ -53,14 +56,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    add_runtime_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from t2i_r1.data import parse_json_line, read_lines
+    from t2i_r1.utils.io import atomic_path
+
     data = Path(args.data)
-    rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
-    for i, r in enumerate(rows, start=1):
-        if not isinstance(r.get("image"), str) or not isinstance(r.get("prompt"), str):
-            raise ValueError(f"{data}:{i}: each line needs 'image' and 'prompt' strings")
+    rows = []
+    for number, line in read_lines(data, "--data file"):
+        row = parse_json_line(data, number, line)
+        if not isinstance(row.get("image"), str) or not isinstance(row.get("prompt"), str):
+            raise ValueError(f"{data}:{number}: each line needs 'image' and 'prompt' strings")
+        rows.append(row)
     processor = AutoProcessor.from_pretrained(args.vlm)
     vlm = AutoModelForImageTextToText.from_pretrained(args.vlm, dtype=getattr(torch, args.dtype)).to(args.device).eval()
     triples = write_plans(vlm, processor, rows, data.parent, max_new_tokens=args.max_new_tokens,

@@ -26,9 +26,19 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor, JanusForConditionalGeneration, PreTrainedTokenizerBase
 
-DEFAULT_IMAGE_PROMPT_FORMAT = "{prompt}. {plan}"
+from t2i_r1.rollout.settings import DEFAULT_IMAGE_PROMPT_FORMAT
+from t2i_r1.utils.checkpoints import CheckpointSpec, check_checkpoint
+from t2i_r1.utils.io import respect_umask
+
 TEMPLATE_FILE = "reasoning.txt"
 """Saved beside a checkpoint's weights: the reasoning instruction it plans from (read back on load)."""
+
+
+JANUS_CHECKPOINT = CheckpointSpec(
+    expected="a Janus checkpoint directory (config.json with model_type 'janus', weights, processor files)",
+    what="the policy (t2i-r1 make-tiny writes a tiny one; t2i-r1 train exports output_dir/final)",
+    release="deepseek-community/Janus-Pro-1B and deepseek-community/Janus-Pro-7B on the Hugging Face hub",
+)
 
 
 class NotAJanusCheckpoint(ValueError):
@@ -140,7 +150,7 @@ class JanusPolicy:
         ``reasoning_template`` if given, else the checkpoint's own ``reasoning.txt`` (written by
         ``save_pretrained``, so fine-tuned models keep the instruction they were trained with), else
         the packaged one."""
-        path_or_id = str(path_or_id)
+        path_or_id = check_checkpoint(path_or_id, JANUS_CHECKPOINT)
         _check_janus_checkpoint(path_or_id)
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
@@ -157,6 +167,7 @@ class JanusPolicy:
         self.model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
         (Path(directory) / TEMPLATE_FILE).write_text(self.reasoning_template, encoding="utf-8")
+        respect_umask(directory)
 
     # ------------------------------------------------------------------ shapes and modules
     @property
@@ -207,6 +218,33 @@ class JanusPolicy:
         """The image prompt: chat-formatted ``"{prompt}. {plan}"`` (or the prompt alone), then <begin_of_image>."""
         user = prompt.strip() if plan is None else self.image_prompt_format.format(prompt=prompt.strip(), plan=plan.strip())
         return self._chat(user) + self.processor.image_start_token
+
+    def token_count(self, text: str) -> int:
+        """Tokens of ``text`` as ``tokenize`` counts them (BOS added when the tokenizer does not add it)."""
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        return len(ids) + int(self.bos_id is not None and (not ids or ids[0] != self.bos_id))
+
+    def context_overflow(self, prompt: str, *, use_plan: bool, plan_tokens: int) -> str | None:
+        """Why ``prompt`` is too long to be drawn within the model's context, or None if it fits.
+
+        With a plan, the image prompt is "{prompt}. {plan}" and the plan may take up to ``plan_tokens``
+        tokens, so that worst case is what must fit; the image tokens follow the image prompt."""
+        context, image_tokens = self.context_length, self.num_image_tokens
+        plan_tokens = plan_tokens if use_plan else 0
+        stages = []
+        if use_plan:
+            stages.append(("the planning instruction", self.token_count(self.plan_prompt_text(prompt)), plan_tokens,
+                           f"{plan_tokens} plan tokens"))
+            image_prompt = self.image_prompt_text(prompt, "")
+        else:
+            image_prompt = self.image_prompt_text(prompt)
+        stages.append(("the image prompt", self.token_count(image_prompt), plan_tokens + image_tokens,
+                       f"{plan_tokens} plan + {image_tokens} image tokens" if use_plan else f"{image_tokens} image tokens"))
+        for where, used, reserve, reserve_text in stages:
+            if used + reserve > context:
+                return (f"with {where} it takes {used} tokens, and {reserve_text} must follow, beyond the model's "
+                        f"context of {context} tokens. Shorten it by at least {used + reserve - context} tokens")
+        return None
 
     def tokenize(self, texts: list[str], *, what: str = "prompt", reserve: int = 0) -> TokenizedPrompts:
         """Tokenise with BOS and left padding; ``reserve`` tokens must still fit in the context after it."""

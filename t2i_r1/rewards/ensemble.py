@@ -11,7 +11,9 @@ process's accelerate device, see ``_common.resolve_device``) unless their config
 It returns ``EnsembleScores``: ``per_reward[name]`` (N,) float32 with NaN where that reward does not
 apply, and ``total`` (N,) = the weighted sum over the rewards that apply to each sample,
 ``sum_r w_r * v_r`` over the ``v_r`` that are not NaN (the paper sums its rewards with weight 1). A
-sample no reward applies to gets NaN; a reward's ``None`` counts as NaN. Within a GRPO group every sample shares its prompt, so it also shares which
+sample no reward applies to gets NaN; a reward's ``None`` counts as NaN, and so does +-inf (no score
+is infinite: it is a reward's bug, counted per reward in ``nonfinite`` so the log shows it). A reward
+that raises is reported as ``RewardError`` naming it. Within a GRPO group every sample shares its prompt, so it also shares which
 rewards apply, and the sums stay comparable inside the group. The trainer can instead normalise each
 ``per_reward`` entry within its group and sum those (``normalize_then_sum``); that is its business.
 
@@ -36,6 +38,10 @@ from t2i_r1.rewards.base import REWARD_REGISTRY, Metadata, RewardFunction, build
 from t2i_r1.utils.checkpoints import resolve_device
 
 
+class RewardError(RuntimeError):
+    """A reward raised while scoring a batch; the message names the reward (and, from the trainer, the step)."""
+
+
 @dataclass
 class EnsembleScores:
     """Per-reward values (NaN = not applicable) and their weighted total, each of shape (N,)."""
@@ -44,6 +50,7 @@ class EnsembleScores:
     total: torch.Tensor
     weights: dict[str, float]
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each reward's call
+    nonfinite: dict[str, int] = field(default_factory=dict)  # values of +-inf, made NaN, per reward
 
     def means(self) -> dict[str, float]:
         """Mean of each reward over the samples it applies to (NaN if none), for logging."""
@@ -125,16 +132,22 @@ class RewardEnsemble:
             raise ValueError(f"got {n} prompts, {len(images)} images, {len(metadata)} metadata")
         per_reward: dict[str, torch.Tensor] = {}
         seconds: dict[str, float] = {}
+        nonfinite: dict[str, int] = {}
         for name, entry in self.entries.items():
             start = time.perf_counter()
-            values = entry.reward(prompts, images, metadata)
+            try:
+                values = entry.reward(prompts, images, metadata)
+                if len(values) != n:
+                    raise ValueError(f"returned {len(values)} values for {n} images")
+                column = torch.tensor([math.nan if v is None else float(v) for v in values], dtype=torch.float32)  # (N,)
+            except Exception as err:  # any failure inside a reward: say which one
+                raise RewardError(f"reward {name!r} failed on a batch of {n} images: {type(err).__name__}: {err}") from err
             seconds[name] = time.perf_counter() - start
-            if len(values) != n:
-                raise ValueError(f"reward {name!r} returned {len(values)} values for {n} images")
-            per_reward[name] = torch.tensor(
-                [math.nan if v is None else float(v) for v in values], dtype=torch.float32
-            )  # (N,)
+            infinite = torch.isinf(column)  # (N,) also finite values beyond float32's range
+            nonfinite[name] = int(infinite.sum())
+            per_reward[name] = torch.where(infinite, torch.full_like(column, math.nan), column)  # (N,)
         stacked = torch.stack(list(per_reward.values()), dim=1)  # (N, R)
         weights = torch.tensor([e.weight for e in self.entries.values()], dtype=torch.float32)  # (R,)
         total = weighted_nansum(stacked, weights)  # (N,) the same total GRPO's sum_then_normalize forms
-        return EnsembleScores(per_reward=per_reward, total=total, weights=self.weights, seconds=seconds)
+        return EnsembleScores(per_reward=per_reward, total=total, weights=self.weights, seconds=seconds,
+                              nonfinite=nonfinite)

@@ -44,6 +44,7 @@ from t2i_r1.rewards.base import Metadata
 from t2i_r1.utils.batches import check_batch_size, chunks, to_rgb
 from t2i_r1.utils.checkpoints import (
     CheckpointSpec,
+    check_checkpoint,
     build_from_state_dict,
     load_pretrained,
     load_state_dict_file,
@@ -264,12 +265,21 @@ def clip_tokenizer_from_bpe(path: str | os.PathLike, num_merges: int = CLIP_NUM_
 
 
 def load_clip_tokenizer(path: str | os.PathLike | None) -> CLIPTokenizer:
-    """A CLIP tokenizer from a directory / hub id, or from a ``*.txt.gz`` BPE merges file."""
+    """A CLIP tokenizer from a directory / hub id, or from a ``*.txt.gz`` BPE merges file.
+
+    Never a degraded one: ``from_pretrained`` on a folder without vocabulary files (or a hub id it could
+    not fetch) builds a tokenizer of just its special tokens, which maps every text to the same ids; a
+    tokenizer without the 256 byte symbols and its end-of-text token raises instead."""
     if path is not None and str(path).endswith((".txt.gz", ".txt")):
         if not os.path.isfile(path):
             raise CLIP_TOKENIZER.error(path)
-        return clip_tokenizer_from_bpe(path)
-    return load_pretrained(CLIPTokenizer.from_pretrained, path, CLIP_TOKENIZER)
+        tokenizer = clip_tokenizer_from_bpe(path)
+    else:
+        tokenizer = load_pretrained(CLIPTokenizer.from_pretrained, path, CLIP_TOKENIZER)
+    if len(tokenizer) < 2 * 256 or tokenizer.eos_token_id is None:
+        raise CLIP_TOKENIZER.error(path, f"gave a tokenizer of {len(tokenizer)} tokens, not a CLIP vocabulary "
+                                         "(are the vocabulary files missing?)")
+    return tokenizer
 
 
 def resize_max_side_and_pad(image: Image.Image, size: int) -> Image.Image:
@@ -332,7 +342,9 @@ class HPSv21Reward:
     """HPS v2.1: cosine between the HPS image and prompt embeddings, one float per image in [-1, 1].
 
     ``checkpoint``: path to ``HPS_v2.1_compressed.pt`` (or a ``.safetensors`` with the same keys).
-    ``tokenizer``: CLIP tokenizer directory / hub id, or open_clip's ``bpe_simple_vocab_16e6.txt.gz``.
+    ``tokenizer``: CLIP tokenizer directory / hub id, or open_clip's ``bpe_simple_vocab_16e6.txt.gz``
+    (required: the ViT-H-14 tokenizer files of laion/CLIP-ViT-H-14-laion2B-s32B-b79K; nothing is fetched
+    unless a hub id is written here).
     ``metadata`` is not used: every prompt gets a score.
     """
 
@@ -341,7 +353,7 @@ class HPSv21Reward:
     def __init__(
         self,
         checkpoint: str | os.PathLike | None = None,
-        tokenizer: str | os.PathLike | None = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        tokenizer: str | os.PathLike | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         batch_size: int = 16,
@@ -349,6 +361,8 @@ class HPSv21Reward:
         text_head_width: int = VIT_H_14_HEAD_WIDTHS["text_head_width"],
     ) -> None:
         self.batch_size = check_batch_size(batch_size)
+        check_checkpoint(checkpoint, HPS_CHECKPOINT)  # both paths are checked before either loads
+        check_checkpoint(tokenizer, CLIP_TOKENIZER)
         self.tokenizer = load_clip_tokenizer(tokenizer)
         state_dict = load_state_dict_file(checkpoint, HPS_CHECKPOINT)
         config, converted = convert_open_clip_state_dict(

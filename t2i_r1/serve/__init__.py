@@ -13,9 +13,9 @@ Importing this package imports neither torch nor gradio.
 
 from __future__ import annotations
 
-from pathlib import Path
+from t2i_r1.bundled import BUNDLED_MODELS
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "shapeworld"
+DEFAULT_MODEL = BUNDLED_MODELS["shapeworld"]
 """The bundled small checkpoint that ``t2i-r1 serve`` uses when ``--model`` is not given.
 
 Until the trained ShapeWorld checkpoint is bundled there, the command falls back to a tiny random

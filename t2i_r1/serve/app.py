@@ -11,6 +11,10 @@ Choices:
 2. Each output is sent only when it changed (``gr.skip()`` otherwise), and a model's grid is rendered
    once, when its images arrive: streaming a plan token does not re-send images.
 3. The theme uses system fonts only, so the page loads with no internet access.
+4. A quiet server log: inputs the page refuses (an image count outside the slider, a negative seed) are
+   reported on the page without a traceback in the log (``quiet_limits``), and Gradio's start-up lines
+   (its ``share=True`` hint, which a command-line user cannot act on) are off; ``t2i-r1 serve`` prints
+   the address itself.
 """
 
 from __future__ import annotations
@@ -112,6 +116,20 @@ def make_request_fn(handler: GenerationHandler, skip):
     return generate
 
 
+def quiet_limits(component, gr) -> None:
+    """Make the range errors of an input ``component`` (Gradio raises ``gr.Error`` for a value outside its
+    minimum / maximum) messages for the page only, not tracebacks in the server log."""
+    check = component.preprocess
+
+    def preprocess(value):
+        try:
+            return check(value)
+        except gr.Error as err:
+            raise gr.Error(err.message, print_exception=False) from None
+
+    component.preprocess = preprocess
+
+
 def build_app(handler: GenerationHandler, *, title: str = "T2I-R1", queue_size: int | None = 16,
               concurrency_limit: int | None = 1):
     """The page as a ``gr.Blocks``, its queue set (at most ``queue_size`` waiting, ``concurrency_limit`` running)."""
@@ -155,6 +173,8 @@ def build_app(handler: GenerationHandler, *, title: str = "T2I-R1", queue_size: 
         outputs[1] = gr.File(label="Download: images + JSON of prompt, plans and settings", interactive=False,
                              height=80, elem_id="download")
         inputs = [prompt, num_images, guidance, temperature, seed, use_plan]
+        for component in (num_images, guidance, temperature, seed):
+            quiet_limits(component, gr)
         request = make_request_fn(handler, gr.skip)
         button.click(request, inputs=inputs, outputs=outputs, api_name="generate")
         prompt.submit(request, inputs=inputs, outputs=outputs, api_visibility="private")
@@ -163,10 +183,11 @@ def build_app(handler: GenerationHandler, *, title: str = "T2I-R1", queue_size: 
 
 
 def launch_options(host: str, port: int) -> dict:
-    """Keyword arguments of ``demo.launch``: local only, no share link, no SSR, system fonts."""
+    """Keyword arguments of ``demo.launch``: local only, no share link, no SSR, system fonts, no start-up
+    banner (``quiet``: the command prints the address)."""
     gr = require_gradio()
     system = ["ui-sans-serif", "system-ui", "sans-serif"]
     return dict(
-        server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, ssr_mode=False,
+        server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, ssr_mode=False, quiet=True,
         theme=gr.themes.Soft(font=system, font_mono=["ui-monospace", "monospace"]),
     )

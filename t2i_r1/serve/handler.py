@@ -152,39 +152,13 @@ def validate_request(
     return prompt, settings
 
 
-def _token_count(policy, text: str) -> int:
-    """Tokens of ``text`` as ``JanusPolicy.tokenize`` counts them (BOS added when the tokenizer does not)."""
-    ids = policy.tokenizer(text, add_special_tokens=True)["input_ids"]
-    missing_bos = policy.bos_id is not None and (not ids or ids[0] != policy.bos_id)
-    return len(ids) + int(missing_bos)
-
-
 def check_fits_context(model: ServedModel, prompt: str, use_plan: bool) -> None:
-    """Refuse a prompt whose plan prompt or image prompt cannot fit the model's context.
-
-    With a plan, the image prompt is "{prompt}. {plan}" and the plan may take up to
-    ``plan_config.max_new_tokens`` tokens, so that worst case is what must fit.
-    """
-    policy = model.pipeline.policy
-    context = policy.context_length
-    plan_tokens = model.pipeline.plan_config.max_new_tokens if use_plan else 0
-    image_tokens = policy.num_image_tokens
-    stages = []
-    if use_plan:
-        stages.append(("the planning instruction", _token_count(policy, policy.plan_prompt_text(prompt)), plan_tokens,
-                       f"{plan_tokens} plan tokens"))
-        image_prompt = policy.image_prompt_text(prompt, "")
-    else:
-        image_prompt = policy.image_prompt_text(prompt)
-    stages.append(("the image prompt", _token_count(policy, image_prompt), plan_tokens + image_tokens,
-                   f"{plan_tokens} plan + {image_tokens} image tokens" if use_plan else f"{image_tokens} image tokens"))
-    for where, used, reserve, reserve_text in stages:
-        if used + reserve > context:
-            raise RequestError(
-                f"The prompt is too long for {model.name}: with {where} it takes {used} tokens, and {reserve_text} "
-                f"must follow, beyond the model's context of {context} tokens. Shorten it by at least "
-                f"{used + reserve - context} tokens."
-            )
+    """Refuse a prompt whose plan prompt or image prompt cannot fit the model's context
+    (``JanusPolicy.context_overflow``: the worst case of a plan of ``max_new_tokens`` tokens)."""
+    problem = model.pipeline.policy.context_overflow(
+        prompt, use_plan=use_plan, plan_tokens=model.pipeline.plan_config.max_new_tokens)
+    if problem:
+        raise RequestError(f"The prompt is too long for {model.name}: {problem}.")
 
 
 def request_record(

@@ -22,6 +22,8 @@ import json
 import time
 from pathlib import Path
 
+from t2i_r1.cli.options import add_model_argument, add_runtime_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="shapeworld_command", required=True, metavar="SUBCOMMAND")
@@ -38,18 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--vq-batch", type=int, default=16, help="VQ batch size")
     p.add_argument("--eval-every", type=int, default=3000, help="steps between held-out evaluations (0: none)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    add_runtime_arguments(p)
     p.add_argument("--workers", type=int, default=1, help="processes drawing training scenes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--snapshot-dir", default=None,
                    help="also write vq.safetensors and lm-<step>.safetensors (trained weights) at each evaluation")
     e = sub.add_parser("eval", help="score a checkpoint on held-out prompts, with and without plans")
-    e.add_argument("--model", default=None, help="checkpoint directory (default: the packaged one)")
+    add_model_argument(e)
     e.add_argument("--per-cell", type=int, default=10, help="held-out prompts per category and phrasing family")
     e.add_argument("--samples", type=int, default=2, help="images per prompt")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
-    e.add_argument("--threads", type=int, default=2)
+    add_runtime_arguments(e)
     e.add_argument("--json", default=None, help="also write the tables to this file")
     pr = sub.add_parser("prompts", help="write prompts with their ground truth (JSON lines) for t2i-r1 train")
     pr.add_argument("--out", required=True, help="file to write (.jsonl)")
@@ -75,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pl.add_argument("--layers", type=int, default=2)
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--eval-per-category", type=int, default=10, help="held-out prompts per category for plan accuracy")
-    pl.add_argument("--threads", type=int, default=2)
+    add_runtime_arguments(pl)
 
 
 def _pretrain(args: argparse.Namespace) -> None:

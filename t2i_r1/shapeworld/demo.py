@@ -31,12 +31,14 @@ import json
 import time
 from pathlib import Path
 
+from t2i_r1.cli.options import add_model_argument, add_runtime_arguments
+
 VERDICT_LEGEND = "Under each image: the prompt, the model's own plan, and the exact evaluator's verdict " \
                  "(RIGHT: every object, attribute, count and relation of the prompt is drawn and nothing else; WRONG: not)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="checkpoint directory (default: the packaged ShapeWorld model)")
+    add_model_argument(parser, what="checkpoint to train")
     parser.add_argument("--out", default="runs/demo", help="directory for grids, log and results.json")
     parser.add_argument("--mode", default="bicot", choices=["bicot", "semantic", "token"], help="training mode (ablation)")
     parser.add_argument("--steps", type=int, default=600, help="BiCoT-GRPO steps")
@@ -63,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (prompts drawn, rollouts sampled)")
     parser.add_argument("--eval-seed", type=int, default=0,
                         help="held-out sample and its sampling seed; fixed by default so training seeds compare")
-    parser.add_argument("--threads", type=int, default=2)
+    add_runtime_arguments(parser)
 
 
 REWARDS = {"partial": "partial_reward", "exact": "reward"}

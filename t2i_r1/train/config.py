@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from t2i_r1.config_io import check_finite
 from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
 
 Mode = Literal["bicot", "semantic", "token"]
@@ -98,6 +99,7 @@ class GRPOConfig:
     advantage_eps: float = 1e-4
 
     def __post_init__(self):
+        check_finite(self, "grpo.")
         if self.beta < 0:
             raise ValueError(f"grpo.beta must be >= 0, got {self.beta}")
         if self.num_iterations < 1:
@@ -116,8 +118,25 @@ class OptimConfig:
     warmup_steps: int = 0
 
     def __post_init__(self):
+        check_finite(self, "optim.")
         if self.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if self.max_grad_norm <= 0:
+            raise ValueError(f"optim.max_grad_norm must be > 0, got {self.max_grad_norm}")
+
+
+RUN_FIELDS_SAFE_TO_CHANGE = ("steps", "save_every", "keep_last", "resume", "log_every", "log_with", "image_log_every",
+                             "overwrite", "allow_config_changes", "max_skipped_steps")
+"""Fields a resumed run may change without ``allow_config_changes``: how long it runs and what it writes."""
+
+
+def check_run_fields(config) -> None:
+    """Validation of the run fields ``TrainConfig`` and ``SFTConfig`` share (the ``TrainingLoop``'s)."""
+    for name in ("save_every", "keep_last", "log_every", "image_log_every"):
+        if getattr(config, name, 0) < 0:
+            raise ValueError(f"{name} must be >= 0 (0 = never), got {getattr(config, name)}")
+    if config.max_skipped_steps < 1:
+        raise ValueError(f"max_skipped_steps must be >= 1, got {config.max_skipped_steps}")
 
 
 @dataclass
@@ -147,8 +166,17 @@ class TrainConfig:
     """Save a grid of the step's images with their plans every N steps (0 = never)."""
     log_with: list[str] = field(default_factory=list)
     """Extra trackers through accelerate: tensorboard, wandb (when installed)."""
+    overwrite: bool = False
+    """With resume=false, start afresh in an output_dir that holds a run (its checkpoints, final/, log and
+    samples are deleted first). Without it such a directory is refused."""
+    allow_config_changes: bool = False
+    """On resume, apply settings that differ from the stored run's (other than steps and the logging and
+    checkpoint options, which always may change) instead of refusing."""
+    max_skipped_steps: int = 3
+    """Stop the run when this many steps in a row were skipped for a non-finite loss or gradient."""
 
     def __post_init__(self):
+        check_run_fields(self)
         if not self.data:
             raise ValueError("data is required (a prompt file)")
         if not self.rewards:

@@ -17,7 +17,6 @@ against the data file's folder. Images are VQ-encoded once, at start.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,11 @@ import torch
 from accelerate import Accelerator
 from PIL import Image
 
-from t2i_r1.data import PromptFileError
+from t2i_r1.data import PromptFileError, parse_json_line, read_lines
 from t2i_r1.policy.janus import JanusPolicy
 from t2i_r1.rollout.logprobs import LogProbSettings
 from t2i_r1.train.batch import PlanRows, SampleRows, TrainingBatch
-from t2i_r1.train.config import ModelConfig, OptimConfig
+from t2i_r1.train.config import ModelConfig, OptimConfig, check_run_fields
 from t2i_r1.train.loop import LoopAttributes, StepResult, TrainingLoop
 
 # Maximum likelihood of the data: conditional image log-probs, no guidance, temperature 1.
@@ -59,8 +58,15 @@ class SFTConfig:
     log_every: int = 10
     log_with: list[str] = field(default_factory=list)
     """Extra trackers through accelerate: tensorboard, wandb (when installed)."""
+    overwrite: bool = False
+    """As ``TrainConfig.overwrite``."""
+    allow_config_changes: bool = False
+    """As ``TrainConfig.allow_config_changes``."""
+    max_skipped_steps: int = 3
+    """As ``TrainConfig.max_skipped_steps``."""
 
     def __post_init__(self):
+        check_run_fields(self)
         if not self.data:
             raise ValueError("data is required (JSON lines of image, prompt, plan)")
         if self.steps < 1 or self.batch_size < 1:
@@ -78,16 +84,9 @@ class Triple:
 
 def load_triples(path: str | Path) -> list[Triple]:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SFT data file not found: {path}")
     triples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise PromptFileError(path, number, f"not valid JSON ({err.msg})") from None
+    for number, line in read_lines(path, "SFT data file"):
+        obj = parse_json_line(path, number, line)
         for key in ("image", "prompt", "plan"):
             if not isinstance(obj.get(key), str) or not obj[key].strip():
                 raise PromptFileError(path, number, f"field '{key}' is missing or empty")
@@ -103,8 +102,8 @@ def load_triples(path: str | Path) -> list[Triple]:
 class SFTTrainer(LoopAttributes):
     def __init__(self, config: SFTConfig, *, policy: JanusPolicy | None = None, accelerator: Accelerator | None = None):
         self.config = cfg = config
+        self.triples = load_triples(cfg.data)  # the whole data file is checked before the model loads
         self.loop = TrainingLoop(cfg, name="SFT", policy=policy, accelerator=accelerator)
-        self.triples = load_triples(cfg.data)
         self.image_tokens = torch.cat([
             self.policy.encode_images([Image.open(t.image) for t in self.triples[i : i + 32]]).cpu()
             for i in range(0, len(self.triples), 32)
@@ -148,7 +147,7 @@ class SFTTrainer(LoopAttributes):
         image_nll = -image_lp.mean()
         loss = cfg.plan_weight * plan_nll + cfg.image_weight * image_nll
         self.accelerator.backward(loss)
-        self.loop.optimizer_step()
+        self.loop.optimizer_step(loss.item())
         self.loop.end_step()
         return {"loss": loss.item(), "plan_nll": plan_nll.item(), "image_nll": image_nll.item()}
 

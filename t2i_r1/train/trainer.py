@@ -29,11 +29,20 @@ Choices, and how they differ from the paper / reference implementation:
 6. ``num_iterations == 1`` uses old = current.detach() (the paper's loss exactly); more passes compute
    the old log-probs once with a teacher-forced pass, not from the sampler, so the first ratio is 1
    also in bf16.
+7. Finite or nothing. Rewards: NaN means "not applicable" (TRL's convention) and +-inf, which is no
+   score, is treated the same way and counted (``reward/<name>/nonfinite``); a reward that raises stops
+   the run with its name and the step. A pass whose loss or gradient is still not finite is skipped by
+   the loop (weights and optimizer untouched, see ``loop.py``). Every step logs the same keys: a step
+   with no update (skipped, or no group with a signal) logs NaN (null) for the update's statistics.
+8. Before any sampling, the whole prompt file is read and every prompt checked to fit the model's
+   context with the longest plan and the image tokens (``data.check_prompt_lengths``), so a bad line
+   is reported with its file and line instead of blocking the run when it is drawn.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -43,11 +52,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from t2i_r1.data import PromptRecord, load_prompt_file
+from t2i_r1.data import PromptRecord, check_prompt_lengths, load_prompt_file
 from t2i_r1.grpo.core import LossNormalizer, Segment, aggregate_rewards, grpo_loss
 from t2i_r1.policy.janus import JanusPolicy
 from t2i_r1.rewards.base import RewardFunction
-from t2i_r1.rewards.ensemble import RewardEnsemble
+from t2i_r1.rewards.ensemble import RewardEnsemble, RewardError
 from t2i_r1.rollout.logprobs import LogProbSettings
 from t2i_r1.rollout.rollout import Rollout, generate_rollouts
 from t2i_r1.train.batch import TrainingBatch
@@ -59,11 +68,16 @@ from t2i_r1.utils.grid import captioned_grid
 # L plan tokens, T image tokens, R rewards.
 
 
+PHASES = ("plan_sampling", "image_sampling", "decode", "reward", "advantage", "reference_logprob", "old_logprob",
+          "logprob", "update")
+"""The timed phases of a step, each logged as ``time/<phase>`` every step (0 when it did not run)."""
+
+
 class PhaseTimer:
     """Wall time per phase; on CUDA each phase ends with a synchronize so queued kernels count where they ran."""
 
     def __init__(self):
-        self.seconds: dict[str, float] = defaultdict(float)
+        self.seconds: dict[str, float] = defaultdict(float, dict.fromkeys(PHASES, 0.0))
 
     @contextmanager
     def __call__(self, name: str):
@@ -85,9 +99,13 @@ class BiCoTGRPOTrainer(LoopAttributes):
         accelerator: Accelerator | None = None,
     ):
         self.config = cfg = config
+        # validation before compute: the whole prompt file, the output directory, then the model, then the
+        # prompts against the model's context, then the reward models
+        self.prompts = list(prompts) if prompts is not None else load_prompt_file(cfg.data)
         self.loop = TrainingLoop(cfg, name="BiCoT-GRPO", policy=policy, accelerator=accelerator,
                                  progress_keys=("reward/total", "loss"))
-        self.prompts = list(prompts) if prompts is not None else load_prompt_file(cfg.data)
+        check_prompt_lengths(self.policy, self.prompts, use_plan=cfg.rollout.mode != "token",
+                             plan_tokens=cfg.rollout.plan.max_new_tokens)
         weight = lambda name: cfg.rewards[name].weight if name in cfg.rewards else 1.0
         self.rewards = RewardEnsemble(
             {name: (reward, weight(name)) for name, reward in rewards.items()} if rewards is not None
@@ -132,7 +150,10 @@ class BiCoTGRPOTrainer(LoopAttributes):
             images = self.policy.to_pil(self.policy.decode_image_tokens(rollout.images.tokens))
         with timer("reward"):
             metadata = self._reward_metadata(records, rollout)
-            scores = self.rewards(rollout.sample_prompts, images, metadata)
+            try:
+                scores = self.rewards(rollout.sample_prompts, images, metadata)
+            except RewardError as err:
+                raise RewardError(f"step {self.step + 1}: {err}") from err.__cause__
             per_reward = torch.stack(list(scores.per_reward.values()), dim=1)  # (N, R)
         with timer("advantage"):
             advantages, adv_stats = aggregate_rewards(
@@ -141,7 +162,7 @@ class BiCoTGRPOTrainer(LoopAttributes):
             )
         batch = TrainingBatch.from_rollout(rollout, advantages.to(acc.device))
         keep = adv_stats.keep.to(acc.device)  # (N,) whole groups
-        stats = {}
+        stats = dict.fromkeys(self.update_stat_keys(), math.nan)  # no update: the same keys, null in the log
         if bool(keep.any()):
             batch = batch.select(keep)
             if self.reference is not None:
@@ -152,14 +173,27 @@ class BiCoTGRPOTrainer(LoopAttributes):
                     batch = batch.with_log_probs("old", *self._no_grad_log_probs(self.module, batch))
             self.module.train()
             for _ in range(cfg.grpo.num_iterations):
-                stats = self._optimise(batch, timer)
+                stats.update(self._optimise(batch, timer))
         self.loop.end_step()
         stats.update(self._rollout_stats(rollout, per_reward, adv_stats))
+        stats.update({f"reward/{name}/nonfinite": float(n) for name, n in scores.nonfinite.items()})
         stats.update({f"time/reward_{name}": v for name, v in scores.seconds.items()})
         stats.update({f"time/{k}": v for k, v in timer.seconds.items()})
         stats["time/step"] = time.perf_counter() - started
         stats["lr"] = self.loop.lr
         return StepResult(self.step, stats, rollout, images)
+
+    def update_stat_keys(self) -> list[str]:
+        """The keys of ``_optimise``'s statistics under this config: ``grpo_loss`` run once on a dummy sample
+        (pure arithmetic on 1 x 1 tensors), plus the gradient norm."""
+        if not hasattr(self, "_update_keys"):
+            g, one = self.config.grpo, torch.zeros(1, 1)
+            dummy = Segment(one, torch.ones(1, 1, dtype=torch.bool), one, one if g.beta > 0 else None)
+            names = [n for n, trained in zip(("plan", "image"), self._levels) if trained]
+            _, stats = grpo_loss({n: dummy for n in names}, torch.zeros(1), beta=g.beta, aggregation=g.loss_aggregation,
+                                 segment_weights={"plan": g.plan_weight, "image": g.image_weight})
+            self._update_keys = [*stats, "grad_norm"]
+        return self._update_keys
 
     @property
     def _levels(self) -> tuple[bool, bool]:
@@ -239,7 +273,7 @@ class BiCoTGRPOTrainer(LoopAttributes):
             for k, v in stats.items():
                 summed[k] += v
         with timer("update"):
-            grad_norm = self.loop.optimizer_step()
+            grad_norm = self.loop.optimizer_step(summed["loss"])
         return {**summed, "grad_norm": grad_norm}
 
     def _rollout_stats(self, rollout, per_reward, adv_stats) -> dict[str, float]:

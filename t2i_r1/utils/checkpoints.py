@@ -1,9 +1,15 @@
 """Loading the models that score images (rewards and evaluation metrics): checkpoints, devices, dtypes.
 
 Choices:
-1. A checkpoint is a local path or a hub id. A local path that does not exist, or a hub id that cannot
-   be fetched, raises ``MissingCheckpointError`` naming the file expected, what it is and where the
-   public release is (never a bare ``OSError`` from deep inside ``from_pretrained``).
+1. A checkpoint is a local path or a hub id, checked before anything loads (``check_checkpoint``). A local
+   path that does not exist, or a hub id that cannot be fetched, raises ``MissingCheckpointError`` naming
+   the file expected, what it is and where the public release is (never a bare ``OSError`` from deep
+   inside ``from_pretrained``, never minutes of retries).
+   - A name is taken for a hub id only when it has the form ``org/name`` and ``org`` is not a local
+     folder (``checkpoints/CLIP-ViT-H-14`` with a ``checkpoints/`` folder is a missing path, not a repo).
+   - A hub id is only ever one the user wrote (no reward defaults to one). It is accepted when it is in
+     the local hub cache, or when one quick request to the hub finds it; offline
+     (``HF_HUB_OFFLINE=1``, or the hub unreachable) and not cached, it fails at once, saying so.
 2. Device: ``None`` means the accelerate process's device (``PartialState().device``: this rank's GPU
    under ``accelerate launch``, the CPU on a CPU machine), so every rank scores its own images.
 """
@@ -62,14 +68,63 @@ def looks_like_hub_id(path: str) -> bool:
     )
 
 
+def _hub_cached(repo_id: str) -> bool:
+    """Whether the local hub cache holds a snapshot of ``repo_id`` (no network)."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    snapshots = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_problem(repo_id: str, timeout_s: float = 5.0) -> str | None:
+    """Why ``repo_id`` cannot be loaded from the hub, or None if it can: cached, or found by one request
+    (no retries) to ``$HF_ENDPOINT/api/models/<repo_id>``."""
+    import urllib.error
+    import urllib.request
+
+    if _hub_cached(repo_id):
+        return None
+    if _offline():
+        return "is not in the local hub cache and HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    request = urllib.request.Request(f"{endpoint}/api/models/{repo_id}", method="HEAD")
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError as err:
+        return f"is no local path, and the hub has no repository of that name (HTTP {err.code})"
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        return f"is no local path, not in the local hub cache, and the hub cannot be reached ({reason})"
+
+
+def is_hub_id(path: str) -> bool:
+    """``org/name`` that is not a local path: ``looks_like_hub_id`` and ``org`` is not a local folder."""
+    return looks_like_hub_id(path) and not os.path.isdir(path.split("/")[0])
+
+
 def check_checkpoint(path: str | os.PathLike | None, spec: CheckpointSpec) -> str:
-    """Return ``path`` as a string if it exists locally or may be a hub id; raise the spec's error if not."""
+    """Return ``path`` as a string if it exists locally or is a hub id the hub (or its cache) holds; raise
+    the spec's error, saying which, if not. Nothing is downloaded here."""
     if path is None:
         raise spec.error(None)
     path = str(path)
-    if os.path.exists(path) or looks_like_hub_id(path):
+    if os.path.exists(path):
         return path
-    raise spec.error(path)
+    if is_hub_id(path):
+        problem = hub_problem(path)
+        if problem is None:
+            return path
+        raise spec.error(path, problem)
+    where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+    raise spec.error(path, f"does not exist{where}")
 
 
 def load_pretrained(loader: Callable[..., T], path: str | os.PathLike | None, spec: CheckpointSpec, **kwargs: Any) -> T:
