@@ -3,7 +3,7 @@ number of steps, then held-out losses per format (and optionally held-out succes
 
     python -m benchmarks.shapeworld_lm_stage --vq-from DIR --steps 2000 --lr 4e-3 --threads 1
 
-The full pretraining spends 15 of its 42 minutes on the VQ; probing the LM's settings from a saved VQ
+The full pretraining spends a fifth of its time on the VQ; probing the LM's settings from a saved VQ
 (``t2i-r1 shapeworld pretrain`` output, or the packaged checkpoint) costs only the LM's time. The
 learning-rate schedule runs over ``--steps``, so runs at different thread counts or beside another job
 are comparable step for step. Held-out losses are over prompts of the held-out split, each format apart:
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
 
     policy = build_model()
     policy.model.model.vqmodel.load_state_dict(load_policy(args.vq_from).model.model.vqmodel.state_dict())
-    config = LMTrainConfig(minutes=1e9, max_steps=args.steps, batch=args.batch, lr=args.lr, examples=args.examples,
-                           length_chunks=args.length_chunks, eval_every_minutes=1e9, seed=args.seed)
+    config = LMTrainConfig(max_steps=args.steps, batch=args.batch, lr=args.lr, examples=args.examples,
+                           length_chunks=args.length_chunks, eval_every=0, seed=args.seed)
     summary = train_lm(policy, config, log=lambda s: print(s, flush=True))
     result = {
         "steps": summary["steps"],

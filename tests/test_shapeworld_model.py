@@ -337,7 +337,7 @@ def test_demo_end_to_end_writes_tables_and_grids(tmp_path):
     assert (tmp_path / "before.png").is_file() and (tmp_path / "after.png").is_file()
     # The "before" column is the base scored with the protocol of --eval-seed, whatever the training seed.
     protocol = Protocol(per_cell=1, samples=1, seed=3)
-    assert results["protocol"] == protocol.to_dict()
+    assert results["protocol"] == json.loads(json.dumps(protocol.to_dict()))
     held = protocol.prompts()
     assert len(held) == sum(FAMILIES[f].covers(c) for f in ALL_FAMILIES for c in CATEGORIES)
     base_policy = load_policy(DEFAULT_ASSET)

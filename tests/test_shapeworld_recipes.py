@@ -16,6 +16,7 @@ from t2i_r1.planner import ExternalPlanner
 from t2i_r1.train.sft import load_triples
 from t2i_r1.shapeworld import CATEGORIES, ShapeWorldEvaluator, check_plan, parse_plan, prompt_set
 from t2i_r1.shapeworld.model import DEFAULT_ASSET, REASONING_TEMPLATE
+from t2i_r1.shapeworld.phrasing import TRAIN_FAMILIES
 from t2i_r1.shapeworld.recipes import PlannerConfig, _lr, load_planner, plan_accuracy, train_planner, write_prompts, write_triples
 
 needs_asset = pytest.mark.skipif(
@@ -30,8 +31,8 @@ TINY_PLANNER = dict(hidden=32, layers=1, heads=2, intermediate=64, steps=3, batc
 def test_triples_load_and_are_exact(tmp_path):
     path = write_triples(tmp_path, 2, seed=3)
     triples = load_triples(path)
-    prompts = prompt_set("train", 2, seed=3)
-    assert len(triples) == 2 * len(CATEGORIES)  # 2 prompts per category, one scene each
+    prompts = prompt_set("train", 2, seed=3, families=TRAIN_FAMILIES)
+    assert len(triples) == 2 * len(CATEGORIES) * len(TRAIN_FAMILIES)  # 2 prompts per category and family, one scene each
     evaluator = ShapeWorldEvaluator()
     for triple, prompt in zip(triples, prompts):
         assert triple.prompt == prompt.text

@@ -129,6 +129,7 @@ def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print, progre
     bar = tqdm(total=args.steps, desc=f"BiCoT-GRPO ({args.mode})", unit="step", disable=not progress, leave=False)
     while trainer.step < args.steps:
         result = trainer.train_step(trainer.prompts_for_step(trainer.step))
+        trainer.loop.check_skips()  # a run of non-finite steps stops the demo as it stops `t2i-r1 train`
         s = result.stats
         history.append({"step": result.step, "reward": s["reward/total"], "seconds": round(time.time() - start, 1)})
         bar.update(1)
