@@ -143,7 +143,7 @@ def format_report(rows: dict[str, list[dict]], protocol_text: str, eval_se: floa
 
 
 def main(argv: list[str] | None = None) -> None:
-    from t2i_r1.shapeworld.demo import add_arguments as demo_arguments
+    from t2i_r1.cli.demo import add_arguments as demo_arguments
     from t2i_r1.shapeworld.model import DEFAULT_ASSET, load_policy
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

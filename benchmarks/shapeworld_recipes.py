@@ -43,7 +43,7 @@ SMOKE = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from t2i_r1.shapeworld.demo import add_arguments as demo_arguments
+    from t2i_r1.cli.demo import add_arguments as demo_arguments
 
     demo_arguments(parser)  # the RL and protocol knobs of the demo (--steps, --lr, --group, --per-cell, ...)
     parser.set_defaults(out="runs/shapeworld-recipes")

@@ -233,7 +233,8 @@ def test_pretraining_runs_end_to_end_on_a_small_budget(tmp_path):
 def test_bicot_grpo_runs_on_the_committed_model(tmp_path):
     import argparse
 
-    from t2i_r1.shapeworld.demo import add_arguments, run_grpo
+    from t2i_r1.cli.demo import add_arguments
+    from t2i_r1.shapeworld.demo import run_grpo
 
     policy = load_policy(DEFAULT_ASSET)
     parser = argparse.ArgumentParser()
@@ -260,7 +261,8 @@ def test_demo_reward_and_train_prompts_flags_reach_the_trainer(tmp_path, monkeyp
     import argparse
 
     from t2i_r1.shapeworld import evaluator
-    from t2i_r1.shapeworld.demo import add_arguments, run_grpo
+    from t2i_r1.cli.demo import add_arguments
+    from t2i_r1.shapeworld.demo import run_grpo
 
     scored = []
 
@@ -287,7 +289,8 @@ def test_demo_reward_and_train_prompts_flags_reach_the_trainer(tmp_path, monkeyp
 def test_demo_lora_and_iterations_flags_reach_the_trainer(tmp_path):
     import argparse
 
-    from t2i_r1.shapeworld.demo import add_arguments, run_grpo
+    from t2i_r1.cli.demo import add_arguments
+    from t2i_r1.shapeworld.demo import run_grpo
 
     policy = load_policy(DEFAULT_ASSET)
     parser = argparse.ArgumentParser()
@@ -320,12 +323,11 @@ def test_demo_end_to_end_writes_tables_and_grids(tmp_path):
     training seed."""
     import json
 
-    from t2i_r1.shapeworld.demo import main
-
+    from t2i_r1.cli import main
     from t2i_r1.shapeworld.protocol import Protocol, report
 
-    main(["--steps", "1", "--per-cell", "1", "--samples", "1", "--prompts-per-step", "1", "--group", "2",
-          "--seed", "5", "--eval-seed", "3", "--threads", "1", "--out", str(tmp_path)])
+    assert main(["demo", "--steps", "1", "--per-cell", "1", "--samples", "1", "--prompts-per-step", "1", "--group", "2",
+                 "--seed", "5", "--eval-seed", "3", "--threads", "1", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["training"]["steps"] == 1
     tables = results["tables"]
@@ -354,7 +356,8 @@ def test_demo_end_to_end_writes_tables_and_grids(tmp_path):
 def test_demo_log_shows_the_kl_of_each_part_when_beta_is_set(tmp_path):
     import argparse
 
-    from t2i_r1.shapeworld.demo import add_arguments, run_grpo
+    from t2i_r1.cli.demo import add_arguments
+    from t2i_r1.shapeworld.demo import run_grpo
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -378,17 +381,17 @@ def test_vq_speed_benchmark_times_both_precisions(capsys):
 def test_pretrain_command_passes_its_flags_to_the_stage_configs(tmp_path, monkeypatch):
     """``t2i-r1 shapeworld pretrain`` flags reach the VQ and LM configs, and its defaults are the configs' own."""
     import t2i_r1.shapeworld.pretrain as pretrain_module
-    from t2i_r1.shapeworld.cli import main
+    from t2i_r1.cli import main
 
     seen = []
     monkeypatch.setattr(pretrain_module, "pretrain", lambda out, **kw: seen.append((out, kw)))
-    main(["pretrain", "--out", str(tmp_path), "--steps", "70", "--vq-steps", "30", "--minutes", "7", "--vq-minutes", "3",
+    main(["shapeworld", "pretrain", "--out", str(tmp_path), "--steps", "70", "--vq-steps", "30", "--minutes", "7", "--vq-minutes", "3",
           "--batch", "8", "--lr", "1e-3", "--threads", str(torch.get_num_threads())])
     (out, kw), = seen
     assert out == str(tmp_path)
     assert (kw["lm"].max_steps, kw["lm"].minutes, kw["lm"].batch, kw["lm"].lr) == (70, 7.0, 8, 1e-3)
     assert (kw["vq"].max_steps, kw["vq"].minutes) == (30, 3.0)
-    main(["pretrain", "--out", str(tmp_path), "--threads", str(torch.get_num_threads())])
+    main(["shapeworld", "pretrain", "--out", str(tmp_path), "--threads", str(torch.get_num_threads())])
     lm, vq, lm_defaults, vq_defaults = seen[1][1]["lm"], seen[1][1]["vq"], LMTrainConfig(), VQTrainConfig()
     fields = ("max_steps", "minutes", "lr", "batch", "examples", "eval_every", "families")
     assert [getattr(lm, f) for f in fields] == [getattr(lm_defaults, f) for f in fields]
@@ -408,3 +411,12 @@ def test_lm_stage_benchmark_reports_heldout_losses(capsys):
     assert set(result["heldout_loss"]) == set(FORMATS)
     # Two steps from a random start: near the uniform loss, log(512) for images.
     assert all(0 < v < 10 for v in result["heldout_loss"].values())
+
+
+def test_demo_reward_choices_are_the_reward_functions():
+    from t2i_r1.cli.demo import REWARD_CHOICES
+    from t2i_r1.shapeworld import evaluator
+    from t2i_r1.shapeworld.demo import REWARDS
+
+    assert REWARD_CHOICES == tuple(sorted(REWARDS))
+    assert all(callable(getattr(evaluator, name)) for name in REWARDS.values())

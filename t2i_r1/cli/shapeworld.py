@@ -1,5 +1,180 @@
-"""``t2i-r1 shapeworld``: pretrain, evaluate, write SFT triples, train a planner; the command lives with ShapeWorld."""
+"""``t2i-r1 shapeworld pretrain|eval|prompts|triples|planner``: pretrain the ShapeWorld Janus from scratch,
+score a checkpoint, write training prompts or SFT triples, or train a separate planner.
 
-from t2i_r1.shapeworld.cli import add_arguments, run
+    t2i-r1 shapeworld pretrain --out runs/shapeworld-base            # VQ then LM, bounded by steps (docs/shapeworld.md)
+    t2i-r1 shapeworld eval --model t2i_r1/assets/shapeworld          # held-out, with and without plans
+    t2i-r1 shapeworld prompts --out runs/sw-prompts.jsonl            # prompts + ground truth for t2i-r1 train
+    t2i-r1 shapeworld triples --out runs/sw-triples --per-cell 8     # images/ + triples.jsonl (SFT data)
+    t2i-r1 shapeworld planner --out runs/sw-planner --steps 1500     # a LlamaForCausalLM for ExternalPlanner
 
-__all__ = ["add_arguments", "run"]
+The same recipes as for real checkpoints then run through the generic commands:
+``t2i-r1 sft configs/recipes/sft_shapeworld.yaml``, ``t2i-r1 train configs/recipes/rl_shapeworld.yaml``,
+``t2i-r1 train configs/recipes/sft_then_rl_shapeworld.yaml``; ``benchmarks/shapeworld_recipes.py`` runs
+SFT, RL and the planner over seeds in one table.
+
+Also runnable as ``python -m t2i_r1.cli shapeworld ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from t2i_r1.cli.options import add_model_argument, add_runtime_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="shapeworld_command", required=True, metavar="SUBCOMMAND")
+    p = sub.add_parser("pretrain", help="train the VQ tokenizer and the language model from scratch")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--steps", type=int, default=17_000, help="language-model steps")
+    p.add_argument("--vq-steps", type=int, default=2000,
+                   help="most VQ steps (it stops earlier once reconstructions keep the evaluator's verdict)")
+    p.add_argument("--minutes", type=float, default=None, help="optional wall-clock cap of the language model (off)")
+    p.add_argument("--vq-minutes", type=float, default=None, help="optional wall-clock cap of the VQ (off)")
+    p.add_argument("--examples", type=int, default=72_000, help="training examples for the language model")
+    p.add_argument("--batch", type=int, default=32, help="language-model batch size")
+    p.add_argument("--lr", type=float, default=2e-3, help="language-model peak learning rate (warmup, then cosine)")
+    p.add_argument("--vq-batch", type=int, default=16, help="VQ batch size")
+    p.add_argument("--eval-every", type=int, default=3000, help="steps between held-out evaluations (0: none)")
+    p.add_argument("--device", default="cpu")
+    add_runtime_arguments(p)
+    p.add_argument("--workers", type=int, default=1, help="processes drawing training scenes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--snapshot-dir", default=None,
+                   help="also write vq.safetensors and lm-<step>.safetensors (trained weights) at each evaluation")
+    e = sub.add_parser("eval", help="score a checkpoint on held-out prompts, with and without plans")
+    add_model_argument(e)
+    e.add_argument("--per-cell", type=int, default=10, help="held-out prompts per category and phrasing family")
+    e.add_argument("--samples", type=int, default=2, help="images per prompt")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
+    add_runtime_arguments(e)
+    e.add_argument("--json", default=None, help="also write the tables to this file")
+    pr = sub.add_parser("prompts", help="write prompts with their ground truth (JSON lines) for t2i-r1 train")
+    pr.add_argument("--out", required=True, help="file to write (.jsonl)")
+    pr.add_argument("--per-cell", type=int, default=10, help="prompts per category and phrasing family")
+    pr.add_argument("--families", nargs="+", default=None, help="phrasing families (default: the training families)")
+    pr.add_argument("--seed", type=int, default=100, help="100 draws the demo's training prompts")
+    pr.add_argument("--split", default="train", choices=["train", "heldout"])
+    t = sub.add_parser("triples", help="render training scenes and write triples.jsonl (image, prompt, exact plan) for SFT")
+    t.add_argument("--out", required=True, help="directory for images/ and triples.jsonl")
+    t.add_argument("--per-cell", type=int, default=8, help="prompts per category and phrasing family")
+    t.add_argument("--families", nargs="+", default=None, help="phrasing families (default: the training families)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--split", default="train", choices=["train", "heldout"])
+    pl = sub.add_parser("planner", help="train a small separate planner (LlamaForCausalLM) on prompt -> plan")
+    pl.add_argument("--out", required=True, help="directory to save the planner (model, tokenizer, reasoning.txt)")
+    pl.add_argument("--steps", type=int, default=1500, help="training steps")
+    pl.add_argument("--minutes", type=float, default=None,
+                    help="instead of --steps: as many steps as fit this many minutes (depends on the machine's load)")
+    pl.add_argument("--examples", type=int, default=10_000, help="training examples drawn once")
+    pl.add_argument("--batch", type=int, default=32)
+    pl.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine)")
+    pl.add_argument("--hidden", type=int, default=128)
+    pl.add_argument("--layers", type=int, default=2)
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--eval-per-category", type=int, default=10, help="held-out prompts per category for plan accuracy")
+    add_runtime_arguments(pl)
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from t2i_r1.shapeworld.model import ShapeWorldModelSpec
+    from t2i_r1.shapeworld.pretrain import TRAINED_PREFIXES, LMTrainConfig, VQTrainConfig, pretrain
+
+    torch.set_num_threads(args.threads)
+    log = lambda s: print(s, flush=True)
+    snapshot = Path(args.snapshot_dir) if args.snapshot_dir else None
+    lm = LMTrainConfig(max_steps=args.steps, minutes=args.minutes, examples=args.examples, batch=args.batch,
+                       eval_every=args.eval_every, lr=args.lr, seed=args.seed, workers=args.workers)
+    vq = VQTrainConfig(max_steps=args.vq_steps, minutes=args.vq_minutes, batch=args.vq_batch, seed=args.seed,
+                       workers=args.workers)
+
+    def on_stage(policy, stage: str, step: int) -> None:
+        if snapshot is None:
+            return
+        snapshot.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in policy.model.state_dict().items()}
+        if stage == "vq":
+            save_file({k: v for k, v in state.items() if k.startswith("model.vqmodel.")}, snapshot / "vq.safetensors")
+        else:
+            save_file({k: v for k, v in state.items() if k.startswith(TRAINED_PREFIXES)}, snapshot / f"lm-{step:06d}.safetensors")
+
+    pretrain(args.out, spec=ShapeWorldModelSpec(seed=args.seed), vq=vq, lm=lm, log=log, device=args.device,
+             on_stage=on_stage)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    import torch
+
+    from t2i_r1.shapeworld.model import DEFAULT_ASSET, load_policy
+    from t2i_r1.shapeworld.protocol import Protocol, print_table, report
+
+    torch.set_num_threads(args.threads)
+    policy = load_policy(args.model or DEFAULT_ASSET)
+    protocol = Protocol(per_cell=args.per_cell, samples=args.samples, seed=args.seed, guidance=args.guidance)
+    prompts = protocol.prompts()
+    t0 = time.time()
+    with_plan = protocol.evaluate(policy, use_plan=True, prompts=prompts)
+    without_plan = protocol.evaluate(policy, use_plan=False, prompts=prompts)
+    tables = {}
+    for view in ("by category", "by phrasing"):
+        tables[view] = {"with plan": report(prompts, with_plan.scores)[view],
+                        "without plan": report(prompts, without_plan.scores)[view],
+                        "plans right": report(prompts, with_plan.plan_scores)[view]}
+    print(f"held-out: {protocol.describe()} ({time.time() - t0:.0f}s); exact evaluator, success rate")
+    for view, table in tables.items():
+        print()
+        print_table(table, first=view)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"protocol": protocol.to_dict(), **tables}, indent=2) + "\n")
+
+
+def _families(args: argparse.Namespace) -> tuple[str, ...]:
+    from t2i_r1.shapeworld.phrasing import TRAIN_FAMILIES
+
+    return tuple(args.families) if args.families else TRAIN_FAMILIES
+
+
+def _prompts(args: argparse.Namespace) -> None:
+    from t2i_r1.shapeworld.recipes import write_prompts
+
+    path = write_prompts(args.out, args.per_cell, seed=args.seed, split=args.split, families=_families(args))
+    print(f"wrote {sum(1 for _ in path.open())} {args.split} prompts to {path}")
+
+
+def _triples(args: argparse.Namespace) -> None:
+    from t2i_r1.shapeworld.recipes import write_triples
+
+    path = write_triples(args.out, args.per_cell, seed=args.seed, split=args.split, families=_families(args))
+    n = sum(1 for line in path.read_text().splitlines() if line.strip())
+    print(f"wrote {n} triples to {path}")
+
+
+def _planner(args: argparse.Namespace) -> None:
+    import torch
+
+    from t2i_r1.shapeworld.grammar import prompt_set
+    from t2i_r1.shapeworld.recipes import PlannerConfig, train_planner
+
+    torch.set_num_threads(args.threads)
+    budget = {"steps": None, "minutes": args.minutes} if args.minutes is not None else {"steps": args.steps}
+    config = PlannerConfig(hidden=args.hidden, layers=args.layers, intermediate=4 * args.hidden, examples=args.examples,
+                           batch=args.batch, lr=args.lr, seed=args.seed, **budget)
+    held = prompt_set("heldout", args.eval_per_category, seed=0) if args.eval_per_category > 0 else None
+    summary = train_planner(args.out, config, eval_prompts=held, log=lambda s: print(s, flush=True))
+    if "plan_accuracy" in summary:
+        from t2i_r1.shapeworld.protocol import print_table
+
+        print_table({"plans right": summary["plan_accuracy"]})
+    print(f"saved {args.out} ({summary['steps']} steps, {summary['train_seconds']:.0f}s of training)")
+
+
+def run(args: argparse.Namespace) -> None:
+    commands = {"pretrain": _pretrain, "eval": _eval, "prompts": _prompts, "triples": _triples, "planner": _planner}
+    commands[args.shapeworld_command](args)

@@ -245,7 +245,7 @@ def _store_normalised_codebook(vq) -> None:
 
 @dataclass
 class LMTrainConfig:
-    max_steps: int = 18_000
+    max_steps: int = 17_000
     """Step budget (the cosine schedule runs over it)."""
     minutes: float | None = None
     """Optional wall-clock cap (None: none; a capped run depends on the machine's speed and load)."""
@@ -256,13 +256,13 @@ class LMTrainConfig:
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
     weight_decay: float = 0.01
-    examples: int = 36_000
+    examples: int = 72_000
     """Training examples (train-split prompts, each with a scene, its plan and its VQ tokens)."""
     families: tuple[str, ...] = PRETRAIN_FAMILIES
     """Phrasing families of the training prompts (the RL and held-out families stay unseen)."""
-    p_plan: float = 0.3
+    p_plan: float = 0.2
     """Share of rows that teach planning; the rest teach image tokens."""
-    p_image_without_plan: float = 0.35
+    p_image_without_plan: float = 0.25
     """Share of image rows conditioned on the prompt alone (token-only ablation, baseline)."""
     p_uncond: float = 0.1
     """Share of image rows whose prompt is blanked (CFG's unconditional model)."""
