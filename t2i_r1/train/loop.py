@@ -12,12 +12,13 @@
    bar), a checkpoint every ``save_every`` steps, and at the end the export of a plain Janus checkpoint
    to ``output_dir/final``.
 The module that is trained is one ``LogProbModule`` whose forward returns every log-prob a loss needs,
-so DDP, FSDP and DeepSpeed wrappers see an ordinary forward-backward.
+so DDP, FSDP and DeepSpeed wrappers see an ordinary forward-backward. What differs between those engines
+(full weights for sampling and export, agreement between processes, the stats' all-reduce) is in
+``sharding.py``.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -36,6 +37,13 @@ from t2i_r1.rollout.logprobs import ImageRowsLike, LogProbSettings, PlanRowsLike
 from t2i_r1.rollout.rollout import Rollout
 from t2i_r1.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from t2i_r1.train.config import ModelConfig, OptimConfig
+from t2i_r1.train.sharding import (
+    engine,
+    full_state_dict,
+    local_construction,
+    prepare_deepspeed_batch_size,
+    reduce_stats,
+)
 
 
 class LoopConfig(Protocol):
@@ -127,10 +135,13 @@ class TrainingLoop:
         set_seed(cfg.seed, device_specific=True)  # each process samples differently
         self.output_dir = Path(cfg.output_dir)
         self.log_path = self.output_dir / "log.jsonl"
-        self.policy = policy or JanusPolicy.from_pretrained(
-            cfg.model.path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
-            reasoning_template=cfg.model.reasoning_template, image_prompt_format=cfg.model.image_prompt_format,
-        )
+        if policy is None:
+            with local_construction():  # whole on every process; prepare shards it (our configs: zero3_init_flag false)
+                policy = JanusPolicy.from_pretrained(
+                    cfg.model.path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+                    reasoning_template=cfg.model.reasoning_template, image_prompt_format=cfg.model.image_prompt_format,
+                )
+        self.policy = policy
         self.policy.model.to(self.accelerator.device)
         self.step = 0
 
@@ -138,6 +149,7 @@ class TrainingLoop:
     def prepare(self, settings: LogProbSettings, mode: str = "bicot") -> None:
         """Trained parameters, optimiser, schedule, ``accelerate.prepare``, trackers, then resume."""
         cfg, acc = self.config, self.accelerator
+        engine(acc)  # refuses an engine the sampler cannot run under, before any work
         self.trained_model, trained = setup_trainable(self.policy.model, cfg.model, mode)
         if cfg.model.gradient_checkpointing:
             self.policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -148,6 +160,7 @@ class TrainingLoop:
 
         scheduler = get_scheduler(cfg.optim.scheduler, optimizer, cfg.optim.warmup_steps, cfg.steps)
         module = LogProbModule(self.trained_model, self.policy, settings)
+        prepare_deepspeed_batch_size(acc)
         self.module, self.optimizer, self.scheduler = acc.prepare(module, optimizer, scheduler)
         if cfg.log_with:
             acc.init_trackers("t2i-r1", config={"output_dir": cfg.output_dir})
@@ -219,10 +232,7 @@ class TrainingLoop:
         """The step's stats, averaged over processes, to ``log.jsonl`` (finite values) and the trackers
         every ``log_every`` steps. Every process must call it (the average is a collective)."""
         acc, cfg = self.accelerator, self.config
-        keys = sorted(result.stats)
-        values = torch.tensor([result.stats[k] for k in keys], dtype=torch.float64, device=acc.device)
-        values = acc.reduce(values, reduction="mean") if acc.num_processes > 1 else values
-        stats = {k: float(v) for k, v in zip(keys, values.tolist())}
+        stats = reduce_stats(acc, result.stats)  # one key set on every process (sharding.py)
         if not acc.is_main_process or not cfg.log_every or result.step % cfg.log_every:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -233,17 +243,38 @@ class TrainingLoop:
 
     def export(self) -> Path:
         """Write a plain Janus checkpoint to ``output_dir/final`` (LoRA merged, with the policy's processor and
-        reasoning instruction) that ``from_pretrained`` and ``t2i-r1 generate`` load."""
+        reasoning instruction) that ``from_pretrained`` and ``t2i-r1 generate`` load. Every process must call
+        it: under a sharded engine the full state dict is gathered to the main process."""
         acc, directory = self.accelerator, self.output_dir / "final"
         acc.wait_for_everyone()
-        model = acc.unwrap_model(self.module).model
-        if self.config.model.lora is not None:
-            model = copy.deepcopy(model).merge_and_unload()
+        state = full_state_dict(acc, self.module)  # keys of the LogProbModule: "model." + the trained model's
         if acc.is_main_process:
+            trained = {k.removeprefix("model."): v for k, v in state.items()}
+            model = plain_model(acc.unwrap_model(self.module).model, trained, getattr(torch, self.config.model.dtype))
             p = self.policy
             JanusPolicy(model, p.processor, p.reasoning_template, p.image_prompt_format).save_pretrained(directory)
         acc.wait_for_everyone()
         return directory
+
+
+def plain_model(trained_model: torch.nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
+    """A new ``JanusForConditionalGeneration`` holding ``state`` (the full state dict of ``trained_model``, a
+    Janus model or a peft model around one), LoRA merged, floats in ``dtype``. Built on the meta device and
+    filled by assignment, so no second initialisation and no copy beyond ``state`` (whose tensors it takes)."""
+    from transformers.initialization import no_init_weights
+
+    lora = hasattr(trained_model, "peft_config")
+    base = trained_model.get_base_model() if lora else trained_model
+    with torch.device("meta"), no_init_weights(), local_construction():  # nothing initialised, nothing gathered
+        model = type(base)(base.config)
+        if lora:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, trained_model.peft_config["default"])
+    model.load_state_dict(state, strict=True, assign=True)
+    if lora:
+        model = model.merge_and_unload()
+    return model.to(dtype).eval()
 
 
 class LoopAttributes:
