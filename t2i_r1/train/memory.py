@@ -12,13 +12,14 @@ the tests check ours against it where deepspeed is installed), generalised to fr
 
     engine   weights                 gradients      optimiser (AdamW)                 during the rollout
     ddp      P w                     T w            2 T w  (torch keeps states in w)  -
-    zero2    P w                     T w / n        (4 + 8) T / n  (fp32 master, m, v) -
-    zero3    P w / n                 T w / n        (4 + 8) T / n                     + P w (all gathered)
+    zero2    P w                     (w + 4) T / n  (4 + 8) T / n  (fp32 master, m, v) -
+    zero3    P w / n                 4 T / n        (4 + 8) T / n                     + P w (all gathered)
     fsdp     (4 T + w F) / n         4 T / n        8 T / n (accelerate keeps trained + P w (all unsharded)
                                                     FSDP2 parameters in fp32)
 
 P parameters, T trained, F = P - T frozen, w bytes per weight (``--dtype``), n processes. With
-``--dtype float32`` ZeRO keeps no extra master copy (8 T / n). Full fine-tuning with beta > 0 adds a frozen
+``--dtype float32`` ZeRO keeps no extra master copy nor 16-bit gradients (4 T / n and 8 T / n). For T = P and
+16-bit weights these are DeepSpeed's 2 P + 18 P / n (ZeRO-2) and 18 P / n + 4 x largest layer (ZeRO-3). Full fine-tuning with beta > 0 adds a frozen
 reference copy, P w on every device (the trainer copies the model before sharding; LoRA's reference is the
 same model with its adapters off).
 
@@ -121,9 +122,10 @@ def model_states(shape: ModelShape, run: RunShape) -> dict[str, float]:
     if run.engine == "ddp":
         states = {"weights": P * w, "gradients": T * w, "optimizer": 2 * T * w}
     elif run.engine == "zero2":
-        states = {"weights": P * w, "gradients": T * w / n, "optimizer": (master + 2 * 4) * T / n}
+        states = {"weights": P * w, "gradients": (4 + (w if master else 0)) * T / n,
+                  "optimizer": (master + 2 * 4) * T / n}
     elif run.engine == "zero3":
-        states = {"weights": P * w / n, "gradients": T * w / n, "optimizer": (master + 2 * 4) * T / n}
+        states = {"weights": P * w / n, "gradients": 4 * T / n, "optimizer": (master + 2 * 4) * T / n}
     else:  # fsdp: accelerate upcasts trained parameters to fp32 under mixed precision
         states = {"weights": (4 * T + w * F) / n, "gradients": 4 * T / n, "optimizer": 8 * T / n}
     states["reference"] = P * w if run.reference_copy else 0
