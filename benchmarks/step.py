@@ -7,6 +7,13 @@ the step itself is ``BiCoTGRPOTrainer.train_step``, unmodified. Prints one JSON 
     python -m benchmarks.step --size medium --steps 5
     T2I_R1_FAST_DECODE=0 python -m benchmarks.step --size medium   # transformers' cached forward instead
     python -m benchmarks.step --size 1b --device cuda --dtype bfloat16   # Janus-Pro-1B shapes, random weights
+    nice -n 10 python -m benchmarks.step --size 1b --G 2 --lora-r 16 --steps 1 --warmup 0 --cot-len 48   # on a CPU
+
+``--size 1b`` / ``7b`` build every part at Janus-Pro's real shapes (``t2i_r1.testing.build_janus_pro_shaped``:
+102,400-word vocabulary, 576 image tokens decoded to 384 px by the real VQ decoder); the other presets
+keep the reference script's tiny vision and VQ parts. ``phase_peak_mb`` is the peak memory inside each
+phase: on a CPU the process's resident high-water mark (reset at each phase start through
+``/proc/self/clear_refs``), on CUDA ``max_memory_allocated``.
 
 ``--image-logprob-mode conditional`` trains what the reference trains (half the image rows in the
 log-prob passes); our default, ``guided``, trains the distribution that was sampled.
@@ -24,6 +31,7 @@ import json
 import math
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -35,28 +43,61 @@ from t2i_r1.data import PromptRecord
 from t2i_r1.policy.janus import JanusPolicy
 from t2i_r1.rewards.pixel import PixelStatReward
 from t2i_r1.rollout.sampling import ImageSamplingConfig, PlanSamplingConfig
-from t2i_r1.testing import TinyJanusSpec, build_tiny_janus
+from t2i_r1.testing import TinyJanusSpec, build_janus_pro_shaped, build_tiny_janus
 from t2i_r1.train import BiCoTGRPOTrainer, GRPOConfig, ModelConfig, OptimConfig, RewardSpec, RolloutConfig, TrainConfig
+from t2i_r1.train.config import LoraSettings
 from t2i_r1.train.trainer import PhaseTimer
 
 SIZES = {"tiny": dict(hidden=128, layers=2, heads=4, image_tokens=64),
          "medium": dict(hidden=256, layers=4, heads=4, image_tokens=256),
-         "1b": dict(hidden=2048, layers=24, heads=16, image_tokens=576, vocab=102400, codebook=16384)}
+         "1b": dict(hidden=2048, layers=24, heads=16, image_tokens=576, vocab=102400, codebook=16384),
+         "7b": dict(hidden=4096, layers=30, heads=32, image_tokens=576, vocab=102400, codebook=16384)}
+REAL_SHAPES = ("1b", "7b")  # built with Janus-Pro's own vision encoder and VQ model
 PROMPT = "a photo of two red cubes left of a small blue sphere on a wooden table"  # ~ the reference's 40 tokens
 
 
 class CountingTimer(PhaseTimer):
-    """Phase times plus the number of language-model passes (layer-0 input-norm calls) in each phase."""
+    """Phase times, the number of language-model passes (layer-0 input-norm calls) and the peak memory in
+    each phase."""
 
     current = "other"
     passes: dict[str, int] = defaultdict(int)
+    peaks: dict[str, float] = defaultdict(float)  # MB
+    verbose = False
 
     @contextmanager
     def __call__(self, name):
         previous, CountingTimer.current = CountingTimer.current, name
+        reset_peak_memory()
         with super().__call__(name), torch.profiler.record_function(PHASE_PREFIX + name):
             yield
+        CountingTimer.peaks[name] = max(CountingTimer.peaks[name], peak_memory_mb())
         CountingTimer.current = previous
+        if CountingTimer.verbose:  # a step too slow to finish still reports the phases it completed
+            print(json.dumps({"phase": name, "seconds": round(self.seconds[name], 2),
+                              "peak_mb": round(CountingTimer.peaks[name], 1)}), file=sys.stderr, flush=True)
+
+
+def reset_peak_memory() -> None:
+    """Start a new peak: CUDA's allocator statistics, or the process's resident high-water mark (Linux)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current resident size
+        except OSError:
+            pass  # not Linux: the peak then covers everything before too
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 PHASE_PREFIX = "phase/"
@@ -109,6 +150,9 @@ def main() -> None:
                         "smaller lowers the activation peak, same gradient")
     p.add_argument("--kernel-floor", action="store_true",
                    help="profile one more step: seconds inside arithmetic kernels per phase (CPU only)")
+    p.add_argument("--lora-r", type=int, default=0, help="train LoRA adapters of this rank (0: full fine-tuning)")
+    p.add_argument("--verbose", action="store_true", help="print each phase's time and peak to stderr as it ends")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     a = p.parse_args()
@@ -122,35 +166,45 @@ def main() -> None:
 
     spec = TinyJanusSpec(hidden=a.hidden, layers=a.layers, heads=a.heads, image_tokens=a.image_tokens,
                          codebook=a.codebook, vocab=a.vocab, max_positions=4096, seed=a.seed)
+    rss_before_model_mb = peak_memory_mb()
+    t_build = time.perf_counter()
     with torch.device(a.device):  # a 1B-shaped model initialises in seconds on a GPU, minutes on a CPU
-        policy = build_tiny_janus(spec)
+        policy = build_janus_pro_shaped(a.size, seed=a.seed) if a.size in REAL_SHAPES else build_tiny_janus(spec)
+    build_seconds = time.perf_counter() - t_build
     policy = JanusPolicy(policy.model.to(device=a.device, dtype=getattr(torch, a.dtype)), policy.processor,
                          reasoning_template="{prompt}")
     config = TrainConfig(
-        model=ModelConfig(path="in-memory", gradient_checkpointing=a.ckpt), data="in-memory",
+        model=ModelConfig(path="in-memory", gradient_checkpointing=a.ckpt,
+                          lora=LoraSettings(r=a.lora_r, alpha=2 * a.lora_r) if a.lora_r else None), data="in-memory",
         output_dir=tempfile.mkdtemp(prefix="bench-step-"),
         rollout=RolloutConfig(plans_per_prompt=a.G, plan=PlanSamplingConfig(max_new_tokens=a.cot_len),
                               image=ImageSamplingConfig(guidance_scale=a.cfg, logprob_mode=a.image_logprob_mode)),
         rewards={f"pixel_{s}": RewardSpec() for s in ("red", "green", "blue", "std")},
-        grpo=GRPOConfig(beta=a.beta), optim=OptimConfig(lr=a.lr), steps=a.steps + 1, prompts_per_step=1,
+        grpo=GRPOConfig(beta=a.beta), optim=OptimConfig(lr=a.lr), steps=a.warmup + a.steps, prompts_per_step=1,
         micro_batch_size=a.micro_batch or a.G, save_every=0, image_log_every=0, log_every=0, seed=a.seed,
     )
     rewards = {f"pixel_{s}": PixelStatReward(s) for s in ("red", "green", "blue", "std")}
     prompts = [PromptRecord(PROMPT)]
     trainer = BiCoTGRPOTrainer(config, policy=policy, rewards=rewards, prompts=prompts)
     trainer.timer_factory = CountingTimer
+    CountingTimer.verbose = a.verbose
+    if a.verbose:
+        print(json.dumps({"phase": "build", "seconds": round(build_seconds, 2), "peak_mb": round(peak_memory_mb(), 1),
+                          "params": sum(q.numel() for q in policy.model.parameters())}), file=sys.stderr, flush=True)
     count_passes(policy.model)
-    count_passes(trainer.reference.model, ":ref")
+    if isinstance(trainer.reference, JanusPolicy):  # LoRA: the reference is the same model, adapters off
+        count_passes(trainer.reference.model, ":ref")
     prompt_tokens = policy.tokenize([policy.plan_prompt_text(PROMPT)]).ids.shape[1]
 
     totals, phases, passes, losses, plan_lens = [], defaultdict(list), defaultdict(list), [], []
-    for i in range(a.steps + 1):  # step 0 is the warm-up
+    for i in range(a.warmup + a.steps):  # the first ``warmup`` steps are not timed
         CountingTimer.passes = defaultdict(int)
+        CountingTimer.peaks = defaultdict(float)
         start = time.perf_counter()
         result = trainer.train_step(prompts)
         if a.device != "cpu":
             torch.cuda.synchronize()
-        if i == 0:
+        if i < a.warmup:
             continue
         totals.append(time.perf_counter() - start)
         losses.append(float(f"{result.stats.get('loss', math.nan):.6g}"))
@@ -173,11 +227,14 @@ def main() -> None:
         "image_logprob_mode": a.image_logprob_mode, "micro_batch": a.micro_batch or a.G,
         "sec_per_step_median": round(statistics.median(totals), 4),
         "phases": {k: round(statistics.median(v), 4) for k, v in phases.items()},
-        "peak_rss_mb": peak_rss_mb,
+        "peak_rss_mb": peak_rss_mb, "rss_before_model_mb": round(rss_before_model_mb, 1),
+        "phase_peak_mb": {k: round(v, 1) for k, v in CountingTimer.peaks.items()},
+        "build_seconds": round(build_seconds, 2), "lora_r": a.lora_r,
         "lm_passes_per_step": sum(by_phase.values()), "lm_passes_by_phase": by_phase,
         "cot_len_mean": round(statistics.mean(plan_lens), 2), "prompt_tokens": prompt_tokens,
         "loss_per_step": losses,
         "trainable_params": sum(q.numel() for q in policy.model.parameters() if q.requires_grad),
+        "params": sum(q.numel() for q in policy.model.parameters()),
         "wall_total_s": round(time.perf_counter() - t_start, 2),
     }
     if floor is not None:

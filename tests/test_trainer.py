@@ -250,7 +250,8 @@ def test_config_base_inheritance(tmp_path):
 
 @pytest.mark.parametrize("name", ["janus_pro_7b", "janus_pro_1b", "tiny_cpu", "recipes/sft_then_rl_7b",
                                   "recipes/reward_x5_hps_7b", "recipes/normalize_then_sum_7b",
-                                  "recipes/semantic_only_7b", "recipes/token_only_7b"])
+                                  "recipes/semantic_only_7b", "recipes/token_only_7b", "recipes/single_gpu_7b_lora",
+                                  "recipes/single_gpu_1b_lora_24gb"])
 def test_shipped_configs_load(name):
     from pathlib import Path
 

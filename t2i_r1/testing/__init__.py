@@ -9,11 +9,13 @@ from t2i_r1.testing.janus import (
     DEFAULT_CORPUS,
     PRESETS,
     TinyJanusSpec,
+    build_janus_pro_shaped,
     build_tiny_janus,
+    janus_pro_configs,
     save_tiny_janus,
     save_tiny_planner,
     train_tokenizer,
 )
 
-__all__ = ["DEFAULT_CORPUS", "PRESETS", "TinyJanusSpec", "build_tiny_janus", "save_tiny_janus", "save_tiny_planner",
+__all__ = ["DEFAULT_CORPUS", "PRESETS", "TinyJanusSpec", "build_janus_pro_shaped", "build_tiny_janus", "janus_pro_configs", "save_tiny_janus", "save_tiny_planner",
            "train_tokenizer"]

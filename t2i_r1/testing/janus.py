@@ -58,6 +58,45 @@ class TinyJanusSpec:
     seed: int = 0
 
 
+# Janus-Pro's published shapes (deepseek-community/Janus-Pro-1B and -7B config.json): a Llama language model
+# with DeepSeek-LLM's 102,400-word vocabulary; SigLIP-L/16 understanding encoder at 384 px (576 patches);
+# the VQ tokenizer with a 16,384-entry codebook whose decoder maps 24 x 24 = 576 tokens to 384 x 384 px.
+# transformers' JanusVisionConfig / JanusVQVAEConfig defaults are these values (documented as Janus-Pro-1B's);
+# the 7B model differs only in the language model and the projections to its width.
+JANUS_PRO_TEXT = {
+    "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=24, num_attention_heads=16,
+               num_key_value_heads=16),
+    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=30, num_attention_heads=32,
+               num_key_value_heads=32),
+}
+JANUS_PRO_VOCAB = 102400
+
+
+def janus_pro_configs(size: str) -> tuple[LlamaConfig, JanusVisionConfig, JanusVQVAEConfig]:
+    """The text, vision and VQ configs of Janus-Pro-1B or -7B (``size`` "1b" / "7b"), to build a randomly
+    initialised model of the real shapes (nothing is downloaded)."""
+    if size not in JANUS_PRO_TEXT:
+        raise ValueError(f"size must be one of {sorted(JANUS_PRO_TEXT)}, got {size!r}")
+    text = JANUS_PRO_TEXT[size]
+    H = text["hidden_size"]
+    llama = LlamaConfig(vocab_size=JANUS_PRO_VOCAB, max_position_embeddings=16384, rms_norm_eps=1e-6,
+                        rope_theta=10000.0, bos_token_id=100000, eos_token_id=100001, pad_token_id=100015, **text)
+    vision = JanusVisionConfig(projection_dim=H)  # SigLIP-L/16, 384 px, 576 tokens: the class defaults
+    vq = JanusVQVAEConfig(projection_dim=H, image_token_embed_dim=H)  # 16,384 codes, 384 px: the class defaults
+    return llama, vision, vq
+
+
+def build_janus_pro_shaped(size: str, *, seed: int = 0, device: str | torch.device = "cpu") -> JanusPolicy:
+    """A randomly initialised model of Janus-Pro-1B's or -7B's shapes with the in-process tokenizer (its
+    ids sit inside the real vocabulary; the special ids are the tokenizer's, not DeepSeek's)."""
+    tokenizer = train_tokenizer([DEFAULT_CORPUS])
+    text, vision, vq = janus_pro_configs(size)
+    ids = tokenizer.convert_tokens_to_ids
+    text.bos_token_id, text.eos_token_id, text.pad_token_id = ids(BOS), ids(EOS), ids(PAD)
+    with torch.device(device):
+        return assemble_janus(tokenizer, text, vision, vq, seed=seed)
+
+
 PRESETS = {
     "tiny": TinyJanusSpec(hidden=128, layers=2, heads=4, image_tokens=64),
     "medium": TinyJanusSpec(hidden=256, layers=4, heads=4, image_tokens=256),

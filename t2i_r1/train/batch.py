@@ -51,6 +51,7 @@ class SampleRows:
     advantages: Tensor | None = None  # (N,) GRPO; None for SFT
     old_logp: Tensor | None = None  # (N, T)
     ref_logp: Tensor | None = None  # (N, T)
+    trained: Tensor | None = None  # (N,) bool: False for a sample that only pads the batch (no loss); None = all
 
 
 @dataclass
@@ -74,15 +75,27 @@ class TrainingBatch:
     def __len__(self) -> int:
         return len(self.samples.tokens)
 
-    def select(self, keep: Tensor) -> TrainingBatch:
-        """The samples where ``keep`` (N,) bool is True, and their plans; ``keep`` must take whole plans."""
+    def select(self, keep: Tensor, size: int | None = None) -> TrainingBatch:
+        """The samples where ``keep`` (N,) bool is True, and their plans; ``keep`` must take whole plans.
+
+        ``size`` (default: the kept count) pads the result with dropped samples, marked untrained (``trained``
+        False: they run forward and backward but add nothing to the loss), so that every process can run as
+        many micro-batches as the busiest one."""
+        K, kept = self.images_per_plan, int(keep.sum())
+        size = kept if size is None else size
+        if not kept <= size <= len(self) or size % K:
+            raise ValueError(f"select: size {size} must lie in [{kept} kept, {len(self)}] and be a multiple of K={K}")
         if bool(keep.all()):
             return self
-        per_plan = keep.view(-1, self.images_per_plan)  # (B*G, K)
+        per_plan = keep.view(-1, K)  # (B*G, K)
         if not bool((per_plan == per_plan[:, :1]).all()):
             raise ValueError("select keeps or drops whole plans: all K samples of a plan alike")
-        plans = None if self.plans is None else _rows(self.plans, per_plan[:, 0])
-        return TrainingBatch(_rows(self.samples, keep), plans, self.images_per_plan)
+        order = torch.cat([keep.nonzero()[:, 0], (~keep).nonzero()[:, 0]])[:size]  # (size,) kept samples first
+        samples = _rows(self.samples, order)
+        trained = keep[order] if self.samples.trained is None else keep[order] & self.samples.trained[order]
+        samples = replace(samples, trained=trained)  # (size,)
+        plans = None if self.plans is None else _rows(self.plans, order.view(-1, K)[:, 0] // K)  # whole plans
+        return TrainingBatch(samples, plans, K)
 
     def slice(self, start: int, end: int) -> TrainingBatch:
         """Samples [start, end) and their plans [start / K, end / K); both ends on plan boundaries."""
@@ -111,10 +124,13 @@ class TrainingBatch:
         return None if plan_tensor is None else plan_tensor.repeat_interleave(self.images_per_plan, 0)
 
     def segment_masks(self, plan: bool, image: bool) -> dict[str, Tensor]:
-        """The trained tokens of each sample, per segment: "plan" (N, L) and "image" (N, T), bool."""
+        """The trained tokens of each sample, per segment: "plan" (N, L) and "image" (N, T), bool; none in
+        an untrained (padding) sample."""
         masks = {}
         if plan:
             masks["plan"] = self.per_sample(self.plans.plan_mask).bool()  # (N, L)
         if image:
             masks["image"] = torch.ones_like(self.samples.tokens, dtype=torch.bool)  # (N, T)
+        if self.samples.trained is not None:
+            masks = {name: mask & self.samples.trained[:, None] for name, mask in masks.items()}
         return masks

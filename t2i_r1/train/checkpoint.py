@@ -40,10 +40,13 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | Path, step: int,
     output_dir = Path(output_dir)
     final = output_dir / f"checkpoint-{step:07d}"
     tmp = output_dir / f".tmp-checkpoint-{step:07d}"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)  # DeepSpeed writes each process's shards into it, without creating it
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()  # every process's shards are written (DeepSpeed returns before they are)
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
         respect_umask(tmp)

@@ -22,12 +22,13 @@
    ``output_dir/final``, written under a temporary name and renamed like the checkpoints. A resumed run
    first drops log lines past the step it resumed from.
 The module that is trained is one ``LogProbModule`` whose forward returns every log-prob a loss needs,
-so DDP, FSDP and DeepSpeed wrappers see an ordinary forward-backward.
+so DDP, FSDP and DeepSpeed wrappers see an ordinary forward-backward. What differs between those engines
+(full weights for sampling and export, agreement between processes, the stats' all-reduce) is in
+``sharding.py``.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -56,6 +57,14 @@ from t2i_r1.train.checkpoint import (
     save_checkpoint,
 )
 from t2i_r1.train.config import RUN_FIELDS_SAFE_TO_CHANGE, ModelConfig, OptimConfig
+from t2i_r1.train.sharding import (
+    any_process,
+    engine,
+    full_state_dict,
+    local_construction,
+    prepare_deepspeed_batch_size,
+    reduce_stats,
+)
 
 
 class LoopConfig(Protocol):
@@ -89,10 +98,7 @@ def skip_update(accelerator: Accelerator, bad: bool) -> bool:
     the replicas' weights apart, and one that reached a collective the others skipped would hang. So
     the local flag is all-reduced with max over the processes (every process calls this, every pass).
     """
-    if accelerator.num_processes == 1:
-        return bad
-    flag = torch.tensor([1.0 if bad else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="max").item() > 0)
+    return any_process(accelerator, bad)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -253,10 +259,13 @@ class TrainingLoop:
         self.skipped_in_a_row = self.skipped_total = 0
         self.step_skipped = False  # an optimisation pass of the current step was skipped
         self.last_step_skipped = False  # the step end_step closed last
-        self.policy = policy or JanusPolicy.from_pretrained(
-            cfg.model.path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
-            reasoning_template=cfg.model.reasoning_template, image_prompt_format=cfg.model.image_prompt_format,
-        )
+        if policy is None:
+            with local_construction():  # whole on every process; prepare shards it (our configs: zero3_init_flag false)
+                policy = JanusPolicy.from_pretrained(
+                    cfg.model.path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+                    reasoning_template=cfg.model.reasoning_template, image_prompt_format=cfg.model.image_prompt_format,
+                )
+        self.policy = policy
         self.policy.model.to(self.accelerator.device)
         self.step = 0
 
@@ -264,6 +273,7 @@ class TrainingLoop:
     def prepare(self, settings: LogProbSettings, mode: str = "bicot") -> None:
         """Trained parameters, optimiser, schedule, ``accelerate.prepare``, trackers, then resume."""
         cfg, acc = self.config, self.accelerator
+        engine(acc)  # refuses an engine the sampler cannot run under, before any work
         self.trained_model, trained = setup_trainable(self.policy.model, cfg.model, mode)
         if cfg.model.gradient_checkpointing:
             self.policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -274,6 +284,7 @@ class TrainingLoop:
 
         scheduler = get_scheduler(cfg.optim.scheduler, optimizer, cfg.optim.warmup_steps, cfg.steps)
         module = LogProbModule(self.trained_model, self.policy, settings)
+        prepare_deepspeed_batch_size(acc)
         self.module, self.optimizer, self.scheduler = acc.prepare(module, optimizer, scheduler)
         if cfg.log_with:
             acc.init_trackers("t2i-r1", config={"output_dir": cfg.output_dir})
@@ -412,13 +423,10 @@ class TrainingLoop:
         steps. Every line has the keys of the run's first line (plus any new one), a value that is missing
         or not finite written as null. Every process must call it (the average is a collective)."""
         acc, cfg = self.accelerator, self.config
-        keys = sorted(result.stats)
-        values = torch.tensor([result.stats[k] for k in keys], dtype=torch.float64, device=acc.device)
-        values = acc.reduce(values, reduction="mean") if acc.num_processes > 1 else values
-        stats = {k: float(v) for k, v in zip(keys, values.tolist())}
+        stats = reduce_stats(acc, result.stats)  # one key set on every process (sharding.py)
         if not acc.is_main_process or not cfg.log_every or result.step % cfg.log_every:
             return
-        self.log_keys += [k for k in keys if k not in self.log_keys]
+        self.log_keys += [k for k in sorted(stats) if k not in self.log_keys]
         row = {k: (stats[k] if k in stats and math.isfinite(stats[k]) else None) for k in self.log_keys}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a", encoding="utf-8") as f:
@@ -428,14 +436,15 @@ class TrainingLoop:
 
     def export(self) -> Path:
         """Write a plain Janus checkpoint to ``output_dir/final`` (LoRA merged, with the policy's processor and
-        reasoning instruction) that ``from_pretrained`` and ``t2i-r1 generate`` load."""
+        reasoning instruction) that ``from_pretrained`` and ``t2i-r1 generate`` load. Every process must call
+        it: under a sharded engine the full state dict is gathered to the main process."""
         acc, directory = self.accelerator, self.output_dir / "final"
         self.check_finite_weights("export")
         acc.wait_for_everyone()
-        model = acc.unwrap_model(self.module).model
-        if self.config.model.lora is not None:
-            model = copy.deepcopy(model).merge_and_unload()
+        state = full_state_dict(acc, self.module)  # keys of the LogProbModule: "model." + the trained model's
         if acc.is_main_process:
+            trained = {k.removeprefix("model."): v for k, v in state.items()}
+            model = plain_model(acc.unwrap_model(self.module).model, trained, getattr(torch, self.config.model.dtype))
             p = self.policy
             tmp = self.output_dir / ".tmp-final"
             if tmp.exists():
@@ -444,6 +453,26 @@ class TrainingLoop:
             replace_directory(tmp, directory)  # final/ exists only once complete, like a checkpoint
         acc.wait_for_everyone()
         return directory
+
+
+def plain_model(trained_model: torch.nn.Module, state: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
+    """A new ``JanusForConditionalGeneration`` holding ``state`` (the full state dict of ``trained_model``, a
+    Janus model or a peft model around one), LoRA merged, floats in ``dtype``. Built on the meta device and
+    filled by assignment, so no second initialisation and no copy beyond ``state`` (whose tensors it takes)."""
+    from transformers.initialization import no_init_weights
+
+    lora = hasattr(trained_model, "peft_config")
+    base = trained_model.get_base_model() if lora else trained_model
+    with torch.device("meta"), no_init_weights(), local_construction():  # nothing initialised, nothing gathered
+        model = type(base)(base.config)
+        if lora:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, trained_model.peft_config["default"])
+    model.load_state_dict(state, strict=True, assign=True)
+    if lora:
+        model = model.merge_and_unload()
+    return model.to(dtype).eval()
 
 
 class LoopAttributes:

@@ -37,6 +37,11 @@ Choices, and how they differ from the paper / reference implementation:
 8. Before any sampling, the whole prompt file is read and every prompt checked to fit the model's
    context with the longest plan and the image tokens (``data.check_prompt_lengths``), so a bad line
    is reported with its file and line instead of blocking the run when it is drawn.
+9. Sharded engines (FSDP2, ZeRO-3; ``sharding.py``): the rollout and the VQ decode run inside
+   ``full_weights`` (gathered once, released before the update). Whether the update runs, and on how many
+   samples, is agreed across processes: with ``drop_zero_variance_groups`` a process keeps its varied
+   groups and pads up to the busiest process's count with untrained samples, so every process runs the
+   same forwards and backwards (a skipped one would leave the others waiting in a collective).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -62,6 +67,7 @@ from t2i_r1.rollout.rollout import Rollout, generate_rollouts
 from t2i_r1.train.batch import TrainingBatch
 from t2i_r1.train.config import TrainConfig
 from t2i_r1.train.loop import LogProbModule, LoopAttributes, StepResult, TrainingLoop
+from t2i_r1.train.sharding import accumulating, agreed_max, full_weights
 from t2i_r1.utils.grid import captioned_grid
 
 # Dimension letters: B prompts, G plans per prompt, K images per plan, N = B*G*K samples,
@@ -141,13 +147,15 @@ class BiCoTGRPOTrainer(LoopAttributes):
         prompts = [r.prompt for r in records]
 
         self.module.eval()
-        with acc.autocast():
-            rollout = generate_rollouts(
-                self.policy, prompts, plans_per_prompt=cfg.rollout.plans_per_prompt, images_per_plan=K,
-                use_plan=mode != "token", plan_config=cfg.rollout.plan, image_config=cfg.rollout.image, timer=timer,
-            )
-        with timer("decode"):
-            images = self.policy.to_pil(self.policy.decode_image_tokens(rollout.images.tokens))
+        with full_weights(acc, self.module):  # the sampler and the VQ decoder read the weights directly
+            with acc.autocast():
+                rollout = generate_rollouts(
+                    self.policy, prompts, plans_per_prompt=cfg.rollout.plans_per_prompt, images_per_plan=K,
+                    use_plan=mode != "token", plan_config=cfg.rollout.plan, image_config=cfg.rollout.image,
+                    timer=timer,
+                )
+            with timer("decode"):
+                images = self.policy.to_pil(self.policy.decode_image_tokens(rollout.images.tokens))
         with timer("reward"):
             metadata = self._reward_metadata(records, rollout)
             try:
@@ -162,9 +170,10 @@ class BiCoTGRPOTrainer(LoopAttributes):
             )
         batch = TrainingBatch.from_rollout(rollout, advantages.to(acc.device))
         keep = adv_stats.keep.to(acc.device)  # (N,) whole groups
+        size = agreed_max(acc, int(keep.sum()))  # samples every process trains on (choice 9)
         stats = dict.fromkeys(self.update_stat_keys(), math.nan)  # no update: the same keys, null in the log
-        if bool(keep.any()):
-            batch = batch.select(keep)
+        if size > 0:
+            batch = batch.select(keep, size)
             if self.reference is not None:
                 with timer("reference_logprob"):
                     batch = batch.with_log_probs("ref", *self._reference_log_probs(batch))
@@ -260,7 +269,7 @@ class BiCoTGRPOTrainer(LoopAttributes):
         summed: dict[str, float] = defaultdict(float)
         for i, micro in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
-            with (nullcontext() if last else acc.no_sync(self.module)):
+            with accumulating(acc, self.module, last):
                 with timer("logprob"):
                     plan_lp, image_lp = self.module(*self._inputs(micro))
                 with timer("update"):
