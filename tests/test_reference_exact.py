@@ -167,7 +167,7 @@ def test_reference_exact_shapeworld_benchmark_runs(tmp_path):
     assert exact.optim.lr == ours.optim.lr and exact.rollout.image.guidance_scale == ours.rollout.image.guidance_scale
 
     results = main(["--seeds", "1", "--steps", "2", "--group", "2", "--prompts-per-step", "1", "--train-prompts", "1",
-                    "--per-category", "1", "--samples", "1", "--threads", "1", "--out", str(tmp_path),
+                    "--per-cell", "1", "--samples", "1", "--threads", "1", "--out", str(tmp_path),
                     "--json", str(tmp_path / "r.json")])
     assert list(results["rows"]) == ["base", "ours", "reference-exact"]
     for name in ("ours", "reference-exact"):
