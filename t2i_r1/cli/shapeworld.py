@@ -1,11 +1,13 @@
-"""``t2i-r1 shapeworld pretrain|eval|prompts|triples|planner``: pretrain the ShapeWorld Janus from scratch,
-score a checkpoint, write training prompts or SFT triples, or train a separate planner.
+"""``t2i-r1 shapeworld pretrain|eval|prompts|triples|planner|extend-vocab``: pretrain the ShapeWorld Janus
+from scratch, score a checkpoint, write training prompts or SFT triples, train a separate planner, or give
+a checkpoint the words of every phrasing family.
 
     t2i-r1 shapeworld pretrain --out runs/shapeworld-base            # VQ then LM, bounded by steps (docs/shapeworld.md)
     t2i-r1 shapeworld eval --model t2i_r1/assets/shapeworld          # held-out, with and without plans
     t2i-r1 shapeworld prompts --out runs/sw-prompts.jsonl            # prompts + ground truth for t2i-r1 train
     t2i-r1 shapeworld triples --out runs/sw-triples --per-cell 8     # images/ + triples.jsonl (SFT data)
     t2i-r1 shapeworld planner --out runs/sw-planner --steps 1500     # a LlamaForCausalLM for ExternalPlanner
+    t2i-r1 shapeworld extend-vocab --model OLD --out NEW             # new words as copies of <unk>
 
 The same recipes as for real checkpoints then run through the generic commands:
 ``t2i-r1 sft configs/recipes/sft_shapeworld.yaml``, ``t2i-r1 train configs/recipes/rl_shapeworld.yaml``,
@@ -78,6 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--eval-per-category", type=int, default=10, help="held-out prompts per category for plan accuracy")
     add_runtime_arguments(pl)
+    x = sub.add_parser("extend-vocab", help="give a checkpoint's tokenizer every word of the phrasing families "
+                       "(new words start as copies of <unk>, so behaviour is unchanged until training)")
+    add_model_argument(x)
+    x.add_argument("--out", required=True, help="directory to write the extended checkpoint to")
 
 
 def _pretrain(args: argparse.Namespace) -> None:
@@ -175,6 +181,24 @@ def _planner(args: argparse.Namespace) -> None:
     print(f"saved {args.out} ({summary['steps']} steps, {summary['train_seconds']:.0f}s of training)")
 
 
+def _extend_vocab(args: argparse.Namespace) -> None:
+    from t2i_r1.shapeworld.model import DEFAULT_ASSET, FORMAT_WORDS, extend_vocabulary, load_policy
+    from t2i_r1.shapeworld.phrasing import vocabulary
+
+    source = Path(args.model or DEFAULT_ASSET)
+    policy = load_policy(source)
+    added = extend_vocabulary(policy, [*vocabulary(), *FORMAT_WORDS])
+    out = Path(args.out)
+    policy.save_pretrained(out)
+    record_file = source / "pretrain.json"
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    record["vocabulary_extension"] = {"command": f"t2i-r1 shapeworld extend-vocab --model {source.name} --out DIR",
+                                      "added": added, "initialised_as": "<unk>"}
+    (out / "pretrain.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"saved {out}: {len(added)} words added ({' '.join(added) or 'none'})")
+
+
 def run(args: argparse.Namespace) -> None:
-    commands = {"pretrain": _pretrain, "eval": _eval, "prompts": _prompts, "triples": _triples, "planner": _planner}
+    commands = {"pretrain": _pretrain, "eval": _eval, "prompts": _prompts, "triples": _triples, "planner": _planner,
+                "extend-vocab": _extend_vocab}
     commands[args.shapeworld_command](args)

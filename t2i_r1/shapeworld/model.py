@@ -20,6 +20,8 @@ Choices:
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +103,35 @@ def load_policy(path: str | Path = DEFAULT_ASSET, **kwargs) -> JanusPolicy:
     policy = JanusPolicy.from_pretrained(path, **kwargs)
     policy.model.model.vqmodel.to(memory_format=torch.channels_last)
     return policy
+
+
+def extend_vocabulary(policy: JanusPolicy, words: Iterable[str]) -> list[str]:
+    """Give each of ``words`` the tokenizer lacks its own id (after the existing ones), in place, and
+    return the words added. Their input-embedding and output rows are copies of ``<unk>``'s, so the
+    extended model reads and writes every text exactly as before (a new word reads as ``<unk>`` did)
+    until training moves the rows apart: the words exist, their meaning is left to be learnt.
+
+    This is how a checkpoint pretrained on a smaller vocabulary (the first ShapeWorld model) takes
+    prompts of the richer phrasing families whose words it never saw."""
+    tokenizer = policy.tokenizer
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    added = [w for w in dict.fromkeys(words) if w not in vocab]
+    if not added:
+        return []
+    unk = vocab[UNK]
+    old_size = policy.model.get_input_embeddings().weight.shape[0]
+    if old_size != len(vocab):
+        raise ValueError(f"the model has {old_size} text embeddings but its tokenizer {len(vocab)} words")
+    for word in added:
+        vocab[word] = len(vocab)
+    extended = janus_tokenizer(Tokenizer.from_str(json.dumps(spec)), unk_token=UNK)
+    policy.processor.tokenizer = policy.tokenizer = extended
+    policy.model.resize_token_embeddings(len(vocab), mean_resizing=False)
+    with torch.no_grad():
+        for rows in (policy.model.get_input_embeddings().weight, policy.model.get_output_embeddings().weight):
+            rows[old_size:] = rows[unk]  # (V_new - V_old, H) <- (H,)
+    return added
 
 
 # ---------------------------------------------------------------------------------------------
