@@ -10,10 +10,12 @@ over held-out prompts). Gaps between rows come with their standard error (indepe
 Diversity: 16 images of one simple prompt per row, as the mean pairwise pixel distance and the
 share of distinct detected layouts.
 
-    python -m benchmarks.shapeworld_ablation --seeds 5 --jobs 2 --threads 1 --out benchmarks/results/shapeworld_ablation
+    python -m benchmarks.shapeworld_ablation --seeds 5 --jobs 2 --threads 1 --per-cell 10 --out runs/shapeworld_ablation
 
 ``--jobs N`` trains N (mode, seed) runs at once in separate processes (``--threads`` each); the
-numbers do not depend on it. Not run by the tests (a two-step run of it is).
+numbers do not depend on it. Every finished row entry is kept in ``OUT/rows/`` as it lands, so an
+interrupted ablation rerun with the same ``--out`` and settings picks up where it stopped (a run
+started with other settings refuses that folder). The tests run a one-step, one-seed version of it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from t2i_r1.utils.io import atomic_path
 
 MODES = ("token", "semantic", "bicot")
 ROWS = ("base, plan", "base, no plan", *MODES)
@@ -92,6 +96,21 @@ def train_and_score(args: argparse.Namespace, mode: str, seed: int) -> dict:
             "seconds": time.time() - t0, "reward_history": training["history"][-1:], **row}
 
 
+def cached_entry(path: Path, settings: dict, compute) -> dict:
+    """The row entry stored at ``path`` if it was measured under ``settings``, else ``compute()`` stored there
+    (atomically, so an interrupted run never leaves half an entry behind)."""
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored["settings"] != settings:
+            raise SystemExit(f"{path} was measured with other settings; use another --out or delete it\n"
+                             f"  stored: {stored['settings']}\n  now:    {settings}")
+        return stored["entry"]
+    entry = compute()
+    with atomic_path(path) as tmp:  # keys in their order: the tables' columns follow it
+        tmp.write_text(json.dumps({"settings": settings, "entry": entry}, indent=1))
+    return entry
+
+
 def bootstrap_se(per_prompt: list[float], categories: list[str], draws: int = 1000, seed: int = 0) -> float:
     """Standard error (points) of the overall score from resampling held-out prompts within categories:
     the protocol's own sampling noise, with the model fixed."""
@@ -118,7 +137,7 @@ def format_report(rows: dict[str, list[dict]], protocol_text: str, eval_se: floa
              f"{args.seeds} training seeds, {args.steps} steps each; base rows: one model "
              f"(protocol sampling noise: SE {eval_se:.1f} points on overall, bootstrap over prompts)"]
     for measure, view in (("success", "by category"), ("success", "by phrasing"), ("plans right", "by phrasing")):
-        first = next(r for r in rows.values() if measure in r[0]["tables"])["tables"][measure][view]
+        first = next(r[0] for r in rows.values() if measure in r[0]["tables"])["tables"][measure][view]
         keys = [k for k in first if k != "overall"] + (["overall"] if "overall" in first else [])
         lines += ["", f"{measure}, {view}", f"{'':<15}" + "".join(f"{k:>24}" for k in keys)]
         for name, entries in rows.items():
@@ -135,6 +154,8 @@ def format_report(rows: dict[str, list[dict]], protocol_text: str, eval_se: floa
         lines.append(f"{name:<15} pixel distance {d['pixel_distance']:.3f}   distinct layouts {100 * d['distinct_layouts']:.0f}%")
     lines += ["", "gaps in overall success (points): gap, its standard error (seeds independent), gap / SE"]
     for a, b in (("bicot", "base, plan"), ("bicot", "semantic"), ("semantic", "token"), ("token", "base, no plan")):
+        if a not in rows or b not in rows:  # a run of some modes only (--modes)
+            continue
         sa, sb = (summary([100 * e["tables"]["success"]["by category"]["overall"] for e in rows[r]]) for r in (a, b))
         se = math.sqrt(sa["se"] ** 2 + sb["se"] ** 2 + (eval_se**2 if min(sa["n"], sb["n"]) == 1 else 0.0))
         gap = sa["mean"] - sb["mean"]
@@ -166,19 +187,37 @@ def main(argv: list[str] | None = None) -> None:
     protocol = protocol_of(args)
     t0 = time.time()
 
-    base = load_policy(args.model_dir)
-    rows: dict[str, list[dict]] = {"base, plan": [score_row(base, args, True)], "base, no plan": [score_row(base, args, False)]}
+    # what decides an entry's numbers (not --jobs, --out or --seeds: more seeds reuse the finished ones)
+    settings = json.loads(json.dumps(
+        {k: v for k, v in vars(args).items() if k not in ("jobs", "out", "seeds", "modes", "write_spread")}, default=str))
+    rows_dir = out / "rows"
+    base = None
+
+    def base_row(use_plan: bool) -> dict:
+        nonlocal base
+        base = base or load_policy(args.model_dir)
+        return score_row(base, args, use_plan)
+
+    rows: dict[str, list[dict]] = {
+        "base, plan": [cached_entry(rows_dir / "base-plan.json", settings, lambda: base_row(True))],
+        "base, no plan": [cached_entry(rows_dir / "base-no-plan.json", settings, lambda: base_row(False))],
+    }
     prompts = protocol.prompts()
     eval_se = bootstrap_se(rows["base, plan"][0]["per_prompt"], [p.category for p in prompts])
     print(f"base: {100 * rows['base, plan'][0]['tables']['success']['by category']['overall']:.1f}% with plan, "
           f"{100 * rows['base, no plan'][0]['tables']['success']['by category']['overall']:.1f}% without "
           f"({time.time() - t0:.0f}s)", flush=True)
     runs = [(mode, seed) for mode in args.modes for seed in range(args.seeds)]
-    results = []
+    results = [cached_entry(rows_dir / f"{mode}-seed{seed}.json", settings, None)
+               for mode, seed in runs if (rows_dir / f"{mode}-seed{seed}.json").is_file()]
+    todo = [(mode, seed) for mode, seed in runs if not (rows_dir / f"{mode}-seed{seed}.json").is_file()]
+    if results:
+        print(f"resuming: {len(results)} of {len(runs)} runs already measured in {rows_dir}", flush=True)
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(train_and_score, args, mode, seed) for mode, seed in runs]
+        futures = [pool.submit(train_and_score, args, mode, seed) for mode, seed in todo]
         for future in concurrent.futures.as_completed(futures):
             r = future.result()
+            cached_entry(rows_dir / f"{r['mode']}-seed{r['seed']}.json", settings, lambda: r)
             results.append(r)
             print(f"{r['mode']} seed {r['seed']}: {r['steps']} steps in {r['train_seconds']:.0f}s, overall "
                   f"{100 * r['tables']['success']['by category']['overall']:.1f}% ({time.time() - t0:.0f}s)", flush=True)
