@@ -257,6 +257,33 @@ def test_bicot_grpo_runs_on_the_committed_model(tmp_path):
 
 
 @needs_asset
+def test_same_seed_trains_the_same_model(tmp_path):
+    """The demo is bounded by steps and seeded: the same seed gives the same rewards and the same weights,
+    bit for bit (what makes its numbers independent of the machine's load); another seed does not."""
+    import argparse
+
+    from t2i_r1.cli.demo import add_arguments
+    from t2i_r1.shapeworld.demo import run_grpo
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def train(seed: int):
+        policy = load_policy(DEFAULT_ASSET)
+        args = parser.parse_args(["--steps", "3", "--prompts-per-step", "1", "--group", "4", "--seed", str(seed),
+                                  "--out", str(tmp_path / f"seed{seed}")])
+        rewards = [h["reward"] for h in run_grpo(policy, str(DEFAULT_ASSET), args, log=lambda s: None, progress=False)["history"]]
+        return rewards, policy.model.lm_head.weight.detach().clone()
+
+    rewards, weights = train(0)
+    again_rewards, again_weights = train(0)
+    assert again_rewards == rewards
+    assert torch.equal(again_weights, weights)
+    other_rewards, other_weights = train(1)
+    assert other_rewards != rewards or not torch.equal(other_weights, weights)
+
+
+@needs_asset
 def test_demo_reward_and_train_prompts_flags_reach_the_trainer(tmp_path, monkeypatch):
     import argparse
 
