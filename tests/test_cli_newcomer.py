@@ -4,6 +4,7 @@ before drawing, files readable like any other, quiet output, grids that explain 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -157,6 +158,10 @@ def test_library_progress_bars_only_with_verbose(tmp_path):
     loud = _run("make-tiny", "--out", str(tmp_path / "b"), "--verbose", env={"OMP_NUM_THREADS": "1"})
     assert quiet.returncode == loud.returncode == 0
     assert "Writing model shards" not in quiet.stderr and "Writing model shards" in loud.stderr
+    # DeepSpeed, when installed, announces its CPU fallback on every save: only with --verbose.
+    assert "Setting accelerator to CPU" not in quiet.stdout + quiet.stderr
+    if importlib.util.find_spec("deepspeed") is not None:
+        assert "Setting accelerator to CPU" in loud.stdout + loud.stderr
 
 
 # ------------------------------------------------------------------------------ one ShapeWorld protocol

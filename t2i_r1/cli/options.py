@@ -13,6 +13,7 @@ This module imports no torch: ``--help`` must stay instant.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 from t2i_r1.bundled import BUNDLED_MODELS, resolve_model
@@ -63,6 +64,10 @@ def configure_runtime(args: argparse.Namespace) -> None:
     from huggingface_hub import utils as hub_utils
     from transformers.utils import logging as hf_logging
 
+    # DeepSpeed (installed with [dev] and [deepspeed]) warns "Setting accelerator to CPU" whenever
+    # transformers imports it, e.g. on every save; its import resets its logger's level, a filter stays.
+    deepspeed_logger = logging.getLogger("DeepSpeed")
+    deepspeed_logger.removeFilter(_only_errors)
     if getattr(args, "verbose", False):
         hf_logging.set_verbosity_info()
         hf_logging.enable_progress_bar()
@@ -71,6 +76,11 @@ def configure_runtime(args: argparse.Namespace) -> None:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         hub_utils.disable_progress_bars()
+        deepspeed_logger.addFilter(_only_errors)
+
+
+def _only_errors(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
 
 
 def add_pipeline_arguments(
