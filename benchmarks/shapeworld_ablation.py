@@ -96,16 +96,19 @@ def train_and_score(args: argparse.Namespace, mode: str, seed: int) -> dict:
             "seconds": time.time() - t0, "reward_history": training["history"][-1:], **row}
 
 
-def cached_entry(path: Path, settings: dict, compute) -> dict:
-    """The row entry stored at ``path`` if it was measured under ``settings``, else ``compute()`` stored there
-    (atomically, so an interrupted run never leaves half an entry behind)."""
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored["settings"] != settings:
-            raise SystemExit(f"{path} was measured with other settings; use another --out or delete it\n"
-                             f"  stored: {stored['settings']}\n  now:    {settings}")
-        return stored["entry"]
-    entry = compute()
+def load_entry(path: Path, settings: dict) -> dict | None:
+    """The row entry stored at ``path`` (None if there is none); one measured under other settings is refused."""
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    if stored["settings"] != settings:
+        raise SystemExit(f"{path} was measured with other settings; use another --out or delete it\n"
+                         f"  stored: {stored['settings']}\n  now:    {settings}")
+    return stored["entry"]
+
+
+def store_entry(path: Path, settings: dict, entry: dict) -> dict:
+    """Keep ``entry`` at ``path`` atomically (an interrupted run never leaves half an entry behind)."""
     with atomic_path(path) as tmp:  # keys in their order: the tables' columns follow it
         tmp.write_text(json.dumps({"settings": settings, "entry": entry}, indent=1))
     return entry
@@ -191,34 +194,32 @@ def main(argv: list[str] | None = None) -> None:
     settings = json.loads(json.dumps(
         {k: v for k, v in vars(args).items() if k not in ("jobs", "out", "seeds", "modes", "write_spread")}, default=str))
     rows_dir = out / "rows"
-    base = None
-
-    def base_row(use_plan: bool) -> dict:
-        nonlocal base
-        base = base or load_policy(args.model_dir)
-        return score_row(base, args, use_plan)
-
-    rows: dict[str, list[dict]] = {
-        "base, plan": [cached_entry(rows_dir / "base-plan.json", settings, lambda: base_row(True))],
-        "base, no plan": [cached_entry(rows_dir / "base-no-plan.json", settings, lambda: base_row(False))],
-    }
+    base_files = {"base, plan": (rows_dir / "base-plan.json", True), "base, no plan": (rows_dir / "base-no-plan.json", False)}
+    rows: dict[str, list[dict]] = {name: [load_entry(path, settings)] for name, (path, _) in base_files.items()}
+    if any(entries[0] is None for entries in rows.values()):
+        base = load_policy(args.model_dir)
+        for name, (path, use_plan) in base_files.items():
+            if rows[name][0] is None:
+                rows[name] = [store_entry(path, settings, score_row(base, args, use_plan))]
     prompts = protocol.prompts()
     eval_se = bootstrap_se(rows["base, plan"][0]["per_prompt"], [p.category for p in prompts])
     print(f"base: {100 * rows['base, plan'][0]['tables']['success']['by category']['overall']:.1f}% with plan, "
           f"{100 * rows['base, no plan'][0]['tables']['success']['by category']['overall']:.1f}% without "
           f"({time.time() - t0:.0f}s)", flush=True)
-    runs = [(mode, seed) for mode in args.modes for seed in range(args.seeds)]
-    results = [cached_entry(rows_dir / f"{mode}-seed{seed}.json", settings, None)
-               for mode, seed in runs if (rows_dir / f"{mode}-seed{seed}.json").is_file()]
-    todo = [(mode, seed) for mode, seed in runs if not (rows_dir / f"{mode}-seed{seed}.json").is_file()]
+
+    def run_file(mode: str, seed: int) -> Path:
+        return rows_dir / f"{mode}-seed{seed}.json"
+
+    stored = {(mode, seed): load_entry(run_file(mode, seed), settings) for mode in args.modes for seed in range(args.seeds)}
+    results = [entry for entry in stored.values() if entry is not None]
+    todo = [run for run, entry in stored.items() if entry is None]
     if results:
-        print(f"resuming: {len(results)} of {len(runs)} runs already measured in {rows_dir}", flush=True)
+        print(f"resuming: {len(results)} of {len(stored)} runs already measured in {rows_dir}", flush=True)
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(train_and_score, args, mode, seed) for mode, seed in todo]
         for future in concurrent.futures.as_completed(futures):
             r = future.result()
-            cached_entry(rows_dir / f"{r['mode']}-seed{r['seed']}.json", settings, lambda: r)
-            results.append(r)
+            results.append(store_entry(run_file(r["mode"], r["seed"]), settings, r))
             print(f"{r['mode']} seed {r['seed']}: {r['steps']} steps in {r['train_seconds']:.0f}s, overall "
                   f"{100 * r['tables']['success']['by category']['overall']:.1f}% ({time.time() - t0:.0f}s)", flush=True)
     for mode in args.modes:

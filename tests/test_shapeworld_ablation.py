@@ -35,6 +35,7 @@ def test_ablation_runs_reports_and_resumes(tmp_path, capsys):
     second = capsys.readouterr().out
     assert "resuming: 1 of 1 runs already measured" in second
     assert {p.name: p.stat().st_mtime_ns for p in (out / "rows").iterdir()} == before
+
     def report(text):
         return text[text.index("Held-out success rate"):text.index("total")]
 
