@@ -3,7 +3,8 @@
 Two configurations of the same BiCoT-GRPO run on a ShapeWorld checkpoint, trained once per seed and
 scored on the same held-out prompts with the same sampling seed:
 - ``ours``: ``configs/recipes/rl_shapeworld.yaml``, the demo's settings (guided image log-probs, the
-  plan part of the loss weighted 4x, no KL pass, constant learning rate).
+  plan part of the loss weighted 16x, no KL pass, constant learning rate; the committed results were
+  measured when the file weighted it 4x).
 - ``reference-exact``: the same file with the math of ``configs/recipes/reference_exact_7b.yaml`` laid
   over it (``REFERENCE_MATH`` below: conditional image log-probs, one update per rollout, the paper's
   token mean, rewards summed then normalised, beta 0.01, plans sampled with top-k 50, the learning rate

@@ -284,6 +284,35 @@ def test_same_seed_trains_the_same_model(tmp_path):
 
 
 @needs_asset
+def test_plan_weight_reaches_only_runs_that_plan(tmp_path):
+    """Token-only training has no plan tokens, so its weights are the same bit for bit at any plan weight
+    (why the ablation's token-only row stands for every plan weight); BiCoT's are not."""
+    import argparse
+
+    from t2i_r1.cli.demo import add_arguments
+    from t2i_r1.shapeworld.demo import run_grpo
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def train(mode: str, plan_weight: float) -> dict[str, torch.Tensor]:
+        policy = load_policy(DEFAULT_ASSET)
+        args = parser.parse_args(["--steps", "2", "--prompts-per-step", "1", "--group", "4", "--mode", mode,
+                                  "--plan-weight", str(plan_weight), "--out", str(tmp_path / f"{mode}{plan_weight}")])
+        run_grpo(policy, str(DEFAULT_ASSET), args, log=lambda s: None, progress=False)
+        return {k: v.detach().clone() for k, v in policy.model.state_dict().items()}
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    base = {k: v.detach().clone() for k, v in load_policy(DEFAULT_ASSET).model.state_dict().items()}
+    token = train("token", 4.0)
+    assert not same(token, base)  # it trained
+    assert same(train("token", 16.0), token)
+    assert not same(train("bicot", 16.0), train("bicot", 4.0))
+
+
+@needs_asset
 def test_demo_reward_and_train_prompts_flags_reach_the_trainer(tmp_path, monkeypatch):
     import argparse
 

@@ -157,7 +157,7 @@ def test_shapeworld_recipe_configs_run_through_the_generic_commands(tmp_path):
 
     hybrid = load_config(TrainConfig, recipes / "sft_then_rl_shapeworld.yaml")
     assert hybrid.model.path == "runs/sft-shapeworld/final" and hybrid.optim.lr == 3e-5
-    assert hybrid.grpo.loss_aggregation == "segment_weighted" and hybrid.grpo.plan_weight == 4.0  # as the demo
+    assert hybrid.grpo.loss_aggregation == "segment_weighted" and hybrid.grpo.plan_weight == 16.0  # as the demo
     assert hybrid.rewards["programmatic"].kwargs["score"].endswith(":partial_reward")
 
     triples = write_triples(tmp_path / "triples", 1, seed=0)

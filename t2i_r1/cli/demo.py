@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance, in training and evaluation")
     parser.add_argument("--logprob-mode", default="guided", choices=["conditional", "guided"],
                         help="image log-probs trained: the conditional branch, or the CFG mix that was sampled")
-    parser.add_argument("--plan-weight", type=float, default=4.0,
+    parser.add_argument("--plan-weight", type=float, default=16.0,
                         help="!= 1: segment-weighted loss, plan part x this, image part x 1 (1: the paper's token mean)")
     parser.add_argument("--train-generation", action="store_true",
                         help="also train the generation embeddings, aligner and head (the paper freezes them)")

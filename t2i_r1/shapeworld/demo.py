@@ -20,9 +20,10 @@ Choices, and how they differ from the paper:
    machine (only later); a progress bar shows the time left.
 4. The learning rate (3e-5) is above the paper's 1e-6: a 2.4M-parameter model trained for a few
    hundred steps.
-5. The loss weights the plan part (``--plan-weight``: w x mean over plan tokens + mean over image
-   tokens) instead of the paper's single token mean, in which the ~16 plan tokens weigh a fifth of the
-   64 image tokens.
+5. The loss weights the plan part (``--plan-weight``, 16 by default: w x mean over plan tokens + mean
+   over image tokens) instead of the paper's single token mean, in which the ~16 plan tokens weigh a
+   fifth of the 64 image tokens. Over 5 training seeds weight 16 scored 4.7 points above weight 4
+   (``docs/shapeworld.md``).
 """
 
 from __future__ import annotations
