@@ -295,17 +295,20 @@ def test_plan_weight_reaches_only_runs_that_plan(tmp_path):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
 
+    def weights(policy) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in policy.model.state_dict().items()}
+
     def train(mode: str, plan_weight: float) -> dict[str, torch.Tensor]:
         policy = load_policy(DEFAULT_ASSET)
         args = parser.parse_args(["--steps", "2", "--prompts-per-step", "1", "--group", "4", "--mode", mode,
                                   "--plan-weight", str(plan_weight), "--out", str(tmp_path / f"{mode}{plan_weight}")])
         run_grpo(policy, str(DEFAULT_ASSET), args, log=lambda s: None, progress=False)
-        return {k: v.detach().clone() for k, v in policy.model.state_dict().items()}
+        return weights(policy)
 
     def same(a: dict, b: dict) -> bool:
         return all(torch.equal(a[k], b[k]) for k in a)
 
-    base = {k: v.detach().clone() for k, v in load_policy(DEFAULT_ASSET).model.state_dict().items()}
+    base = weights(load_policy(DEFAULT_ASSET))
     token = train("token", 4.0)
     assert not same(token, base)  # it trained
     assert same(train("token", 16.0), token)

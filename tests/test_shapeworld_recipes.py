@@ -140,6 +140,9 @@ def test_recipe_benchmark_runs_end_to_end(tmp_path):
 def test_shapeworld_recipe_configs_run_through_the_generic_commands(tmp_path):
     """configs/recipes/*_shapeworld.yaml: the prompt file from write_prompts feeds the exact reward named
     in YAML; the SFT config trains on write_triples' output; the hybrid inherits the RL config."""
+    import argparse
+
+    from t2i_r1.cli.demo import add_arguments as add_demo_arguments
     from t2i_r1.config_io import load_config
     from t2i_r1.train.sft import SFTConfig, SFTTrainer
     from t2i_r1.train import BiCoTGRPOTrainer, TrainConfig
@@ -156,8 +159,11 @@ def test_shapeworld_recipe_configs_run_through_the_generic_commands(tmp_path):
     assert 0.0 <= stats["reward/programmatic"] <= 1.0  # partial credit of the exact evaluator
 
     hybrid = load_config(TrainConfig, recipes / "sft_then_rl_shapeworld.yaml")
+    demo = argparse.ArgumentParser()
+    add_demo_arguments(demo)
     assert hybrid.model.path == "runs/sft-shapeworld/final" and hybrid.optim.lr == 3e-5
-    assert hybrid.grpo.loss_aggregation == "segment_weighted" and hybrid.grpo.plan_weight == 16.0  # as the demo
+    assert hybrid.grpo.loss_aggregation == "segment_weighted"
+    assert hybrid.grpo.plan_weight == demo.get_default("plan_weight") == 16.0  # the demo's, inherited from rl_shapeworld
     assert hybrid.rewards["programmatic"].kwargs["score"].endswith(":partial_reward")
 
     triples = write_triples(tmp_path / "triples", 1, seed=0)
