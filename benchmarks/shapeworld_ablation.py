@@ -96,14 +96,24 @@ def train_and_score(args: argparse.Namespace, mode: str, seed: int) -> dict:
             "seconds": time.time() - t0, "reward_history": training["history"][-1:], **row}
 
 
-def load_entry(path: Path, settings: dict) -> dict | None:
-    """The row entry stored at ``path`` (None if there is none); one measured under other settings is refused."""
+SCORING_SETTINGS = ("model", "model_dir", "per_cell", "samples", "eval_seed", "guidance", "diversity_samples", "threads")
+"""What a base row's numbers depend on: the checkpoint and the protocol, not the training knobs."""
+
+
+def load_entry(path: Path, settings: dict, defaults: dict | None = None, keys: tuple[str, ...] | None = None) -> dict | None:
+    """The row entry stored at ``path`` (None if there is none); one measured under other settings is refused.
+
+    ``keys``: compare only these settings (a base row does not depend on training knobs). ``defaults``: the
+    value of a setting that a row stored before the setting existed was measured with (the option's default)."""
     if not path.is_file():
         return None
     stored = json.loads(path.read_text())
-    if stored["settings"] != settings:
+    then = {**(defaults or {}), **stored["settings"]}
+    if keys is not None:
+        then, settings = ({k: v for k, v in d.items() if k in keys} for d in (then, settings))
+    if then != settings:
         raise SystemExit(f"{path} was measured with other settings; use another --out or delete it\n"
-                         f"  stored: {stored['settings']}\n  now:    {settings}")
+                         f"  stored: {then}\n  now:    {settings}")
     return stored["entry"]
 
 
@@ -191,11 +201,15 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
 
     # what decides an entry's numbers (not --jobs, --out or --seeds: more seeds reuse the finished ones)
-    settings = json.loads(json.dumps(
-        {k: v for k, v in vars(args).items() if k not in ("jobs", "out", "seeds", "modes", "write_spread")}, default=str))
+    def decisive(namespace: argparse.Namespace) -> dict:
+        return json.loads(json.dumps(
+            {k: v for k, v in vars(namespace).items() if k not in ("jobs", "out", "seeds", "modes", "write_spread")}, default=str))
+
+    settings, defaults = decisive(args), decisive(parser.parse_args([]))
     rows_dir = out / "rows"
     base_files = {"base, plan": (rows_dir / "base-plan.json", True), "base, no plan": (rows_dir / "base-no-plan.json", False)}
-    rows: dict[str, list[dict]] = {name: [load_entry(path, settings)] for name, (path, _) in base_files.items()}
+    rows: dict[str, list[dict]] = {name: [load_entry(path, settings, defaults, SCORING_SETTINGS)]
+                                     for name, (path, _) in base_files.items()}
     if any(entries[0] is None for entries in rows.values()):
         base = load_policy(args.model_dir)
         for name, (path, use_plan) in base_files.items():
@@ -210,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     def run_file(mode: str, seed: int) -> Path:
         return rows_dir / f"{mode}-seed{seed}.json"
 
-    stored = {(mode, seed): load_entry(run_file(mode, seed), settings) for mode in args.modes for seed in range(args.seeds)}
+    stored = {(mode, seed): load_entry(run_file(mode, seed), settings, defaults) for mode in args.modes for seed in range(args.seeds)}
     results = [entry for entry in stored.values() if entry is not None]
     todo = [run for run, entry in stored.items() if entry is None]
     if results:

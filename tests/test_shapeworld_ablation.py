@@ -44,3 +44,35 @@ def test_ablation_runs_reports_and_resumes(tmp_path, capsys):
     # Other settings refuse the folder rather than mixing measurements.
     with pytest.raises(SystemExit, match="measured with other settings"):
         shapeworld_ablation.main([*argv, "--lr", "1e-4"])
+
+    # A row stored before a setting existed was measured with that setting's default: it still resumes.
+    bicot = out / "rows" / "bicot-seed0.json"
+    entry = json.loads(bicot.read_text())
+    del entry["settings"]["images_per_plan"]
+    bicot.write_text(json.dumps(entry))
+    shapeworld_ablation.main(argv)
+    assert "resuming: 1 of 1 runs already measured" in capsys.readouterr().out
+
+    # The base rows depend on the checkpoint and the protocol only: other training knobs reuse them.
+    other = tmp_path / "other"
+    (other / "rows").mkdir(parents=True)
+    for name in ("base-plan.json", "base-no-plan.json"):
+        (other / "rows" / name).write_bytes((out / "rows" / name).read_bytes())
+    (other / "rows" / "bicot-seed0.json").write_bytes(bicot.read_bytes())
+    with pytest.raises(SystemExit, match="bicot-seed0.json was measured with other settings"):  # not base-*.json
+        shapeworld_ablation.main([*argv[:-4], "--out", str(other), "--lr", "1e-4"])
+
+
+def test_demo_rollout_switches_reach_the_train_config():
+    import argparse
+
+    from t2i_r1.cli.demo import add_arguments
+    from t2i_r1.shapeworld.demo import train_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    default = train_config("m", parser.parse_args([]))
+    assert (default.rollout.images_per_plan, default.rollout.plan.temperature) == (1, 1.0)
+    cfg = train_config("m", parser.parse_args(["--images-per-plan", "2", "--group", "4", "--plan-temperature", "1.3"]))
+    assert (cfg.rollout.plans_per_prompt, cfg.rollout.images_per_plan, cfg.rollout.plan.temperature) == (4, 2, 1.3)
+    assert cfg.rollout.group_size == cfg.micro_batch_size // cfg.prompts_per_step == 8  # whole groups per micro-batch

@@ -26,7 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-cell", type=int, default=6, help="held-out prompts per category and phrasing family")
     parser.add_argument("--samples", type=int, default=2, help="images per held-out prompt")
     parser.add_argument("--prompts-per-step", type=int, default=2)
-    parser.add_argument("--group", type=int, default=8, help="plans (images) per prompt: the GRPO group")
+    parser.add_argument("--group", type=int, default=8, help="plans per prompt (the GRPO group is group x images-per-plan)")
+    parser.add_argument("--images-per-plan", type=int, default=1,
+                        help="images drawn from each plan; a plan's update follows the mean advantage of its images")
+    parser.add_argument("--plan-temperature", type=float, default=1.0,
+                        help="plan sampling temperature in training rollouts (held-out scoring stays at 1)")
     parser.add_argument("--train-prompts", type=int, default=10,
                         help="distinct training prompts per category and training phrasing family")
     parser.add_argument("--reward", default="partial", choices=REWARD_CHOICES,

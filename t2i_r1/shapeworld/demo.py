@@ -60,14 +60,14 @@ def train_config(model_dir: str, args: argparse.Namespace):
         data="shapeworld:train (in memory)",
         output_dir=str(Path(args.out) / "train"),
         rollout=RolloutConfig(
-            mode=args.mode, plans_per_prompt=args.group, images_per_plan=1,
-            plan=PlanSamplingConfig(max_new_tokens=64), image=ImageSamplingConfig(guidance_scale=args.guidance, logprob_mode=args.logprob_mode),
+            mode=args.mode, plans_per_prompt=args.group, images_per_plan=args.images_per_plan,
+            plan=PlanSamplingConfig(max_new_tokens=64, temperature=args.plan_temperature), image=ImageSamplingConfig(guidance_scale=args.guidance, logprob_mode=args.logprob_mode),
         ),
         rewards={"shapeworld": RewardSpec()},
         grpo=GRPOConfig(beta=args.beta, num_iterations=args.iterations, loss_aggregation="segment_weighted" if args.plan_weight != 1.0 else "token_mean",
                         plan_weight=args.plan_weight, image_weight=1.0),
         optim=OptimConfig(lr=args.lr),
-        steps=args.steps, prompts_per_step=args.prompts_per_step, micro_batch_size=args.prompts_per_step * args.group,
+        steps=args.steps, prompts_per_step=args.prompts_per_step, micro_batch_size=args.prompts_per_step * args.group * args.images_per_plan,
         seed=args.seed, save_every=0, resume=False, image_log_every=0,
     )
 
