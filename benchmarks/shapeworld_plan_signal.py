@@ -1,48 +1,74 @@
 """How much of a GRPO group's reward a right plan explains, on ShapeWorld training prompts.
 
-For each training prompt (``--n`` per category and training phrasing family), 8 plans at
-``--temp`` and one image each from the model: the share of groups whose plans are all wrong, all
-right or mixed (only mixed groups carry a plan-correctness signal), the reward gap between right and
-wrong plans inside mixed groups, and the share of the within-group reward variance that plan
-correctness explains. Then the prompts whose 8 plans were all wrong, with three of their plans.
+For the demo's seed-0 training prompts (``--n`` per category and training phrasing family), 8 plans at
+``--temperature`` and one image each: the share of groups whose plans are all wrong, all right or
+mixed (only mixed groups carry a plan-correctness signal), the reward gap between right and wrong
+plans inside mixed groups, the share of the within-group reward variance that plan correctness
+explains, and the prompts whose 8 plans were all wrong, with three of their plans.
 
-    python -m benchmarks.shapeworld_plan_signal --n 3 --temp 1.0
+    python -m benchmarks.shapeworld_plan_signal --n 3 --temperature 1.0
 """
-import sys, numpy as np, torch, time, argparse
-from t2i_r1.shapeworld.model import load_policy, evaluate_policy
-from t2i_r1.shapeworld.grammar import prompt_set
-from t2i_r1.shapeworld.phrasing import TRAIN_FAMILIES, FAMILIES
-ap = argparse.ArgumentParser(); ap.add_argument("--model", default="t2i_r1/assets/shapeworld"); ap.add_argument("--temp", type=float, default=1.0); ap.add_argument("--n", type=int, default=3)
-a = ap.parse_args()
-torch.set_num_threads(1)
-pol = load_policy(a.model)
-prompts = prompt_set("train", a.n, seed=100, families=TRAIN_FAMILIES)
-t = time.time()
-r = evaluate_policy(pol, prompts, samples=8, seed=1, plan_temperature=a.temp)
-print(f"{len(prompts)} prompts x 8, {time.time()-t:.0f}s")
-ps = np.array(r.plan_scores).reshape(-1, 8); pr = np.array(r.partials).reshape(-1, 8); sc = np.array(r.scores).reshape(-1, 8)
-rate = ps.mean(1)
-print("plan right overall", ps.mean().round(3), "success", sc.mean().round(3), "partial", pr.mean().round(3))
-print("per-prompt right-rate histogram (0, (0,.5], (.5,1), 1):", (rate==0).mean().round(2), ((rate>0)&(rate<=.5)).mean().round(2), ((rate>.5)&(rate<1)).mean().round(2), (rate==1).mean().round(2))
-mixed = (rate > 0) & (rate < 1)
-# within mixed groups: mean partial for right vs wrong plans, and share of group-advantage sign agreement
-dr = []; ds=[]
-for g in np.where(mixed)[0]:
-    dr.append(pr[g][ps[g]==1].mean() - pr[g][ps[g]<1].mean()); ds.append(sc[g][ps[g]==1].mean() - sc[g][ps[g]<1].mean())
-print(f"mixed groups {mixed.sum()}/{len(rate)}: partial(right)-partial(wrong) {np.mean(dr):.3f}  success(right)-success(wrong) {np.mean(ds):.3f}")
-# within-group std of partial, and share of that variance explained by plan correctness
-tot = pr.var(1).mean(); 
-expl = np.mean([np.var(np.where(ps[g]==1, pr[g][ps[g]==1].mean() if (ps[g]==1).any() else 0, pr[g][ps[g]<1].mean() if (ps[g]<1).any() else 0)) for g in range(len(pr))])
-print(f"within-group var of reward {tot:.4f}; explained by plan right/wrong {expl:.4f} ({expl/tot:.0%})")
-by = {}
-for i,p in enumerate(prompts):
-    k = FAMILIES[p.phrasing].role
-    by.setdefault(k, []).append(rate[i])
-for k,v in by.items(): v=np.array(v); print(k, "n", len(v), "right", v.mean().round(3), "all-wrong", (v==0).mean().round(2), "all-right", (v==1).mean().round(2))
-cats = {}
-for i,p in enumerate(prompts): cats.setdefault(p.category, []).append((rate[i], pr[i].mean(), sc[i].mean()))
-for k,v in cats.items(): v=np.array(v); print(f"{k:10s} right {v[:,0].mean():.2f} all-wrong {(v[:,0]==0).mean():.2f} partial {v[:,1].mean():.2f} success {v[:,2].mean():.2f}")
-import random
-aw = [g for g in range(len(rate)) if rate[g]==0]
-for g in aw[:14]:
-    print(f"[{prompts[g].phrasing}/{prompts[g].category}] {prompts[g].text!r}\n    plans: {sorted(set(r.plans[g*8:(g+1)*8]))[:3]}")
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+GROUP = 8
+
+
+def explained_share(right: np.ndarray, reward: np.ndarray) -> float:
+    """(B, G) bool, (B, G) -> mean over groups of the variance of each sample's class mean (right or
+    wrong plan), over the mean within-group variance: how much of the spread plan correctness explains."""
+    between = []
+    for is_right, r in zip(right, reward):
+        class_mean = np.where(is_right, r[is_right].mean() if is_right.any() else 0.0, r[~is_right].mean() if (~is_right).any() else 0.0)
+        between.append(class_mean.var())
+    return float(np.mean(between) / reward.var(1).mean())
+
+
+def main(argv: list[str] | None = None) -> None:
+    from t2i_r1.shapeworld.grammar import prompt_set
+    from t2i_r1.shapeworld.model import DEFAULT_ASSET, evaluate_policy, load_policy
+    from t2i_r1.shapeworld.phrasing import TRAIN_FAMILIES
+    from t2i_r1.shapeworld.protocol import phrasing_group
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(DEFAULT_ASSET))
+    parser.add_argument("--temperature", type=float, default=1.0, help="plan sampling temperature")
+    parser.add_argument("--n", type=int, default=3, help="prompts per category and training phrasing family")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+
+    policy = load_policy(args.model)
+    prompts = prompt_set("train", args.n, seed=100, families=TRAIN_FAMILIES)  # the demo's prompts at --seed 0
+    t0 = time.time()
+    r = evaluate_policy(policy, prompts, samples=GROUP, seed=1, plan_temperature=args.temperature)
+    right = np.array(r.plan_scores).reshape(-1, GROUP) == 1  # (B, G)
+    partial = np.array(r.partials).reshape(-1, GROUP)  # (B, G)
+    success = np.array(r.scores).reshape(-1, GROUP)  # (B, G)
+    rate = right.mean(1)  # (B,)
+    mixed = (rate > 0) & (rate < 1)
+    print(f"{len(prompts)} prompts x {GROUP} plans, plan temperature {args.temperature:g} ({time.time() - t0:.0f}s)")
+    print(f"plans right {right.mean():.3f}, success {success.mean():.3f}, partial reward {partial.mean():.3f}")
+    print(f"groups: all wrong {(rate == 0).mean():.2f}, mixed {mixed.mean():.2f} ({mixed.sum()} of {len(rate)}), "
+          f"all right {(rate == 1).mean():.2f}")
+    gap = {name: np.mean([v[g][right[g]].mean() - v[g][~right[g]].mean() for g in np.flatnonzero(mixed)])
+           for name, v in (("partial", partial), ("success", success))}
+    print(f"mixed groups, right minus wrong plans: partial reward {gap['partial']:+.3f}, success {gap['success']:+.3f}")
+    print(f"within-group reward variance explained by plan correctness: {explained_share(right, partial):.0%}")
+    for group in dict.fromkeys(phrasing_group(p) for p in prompts):
+        v = rate[[phrasing_group(p) == group for p in prompts]]
+        print(f"{group:<20} prompts {len(v):3d}  plans right {v.mean():.3f}  all wrong {(v == 0).mean():.2f}  "
+              f"all right {(v == 1).mean():.2f}")
+    print("\nprompts whose plans were all wrong:")
+    for g in np.flatnonzero(rate == 0)[:14]:
+        print(f"[{prompts[g].phrasing}/{prompts[g].category}] {prompts[g].text!r}\n"
+              f"    plans: {sorted(set(r.plans[g * GROUP : (g + 1) * GROUP]))[:3]}")
+
+
+if __name__ == "__main__":
+    main()
