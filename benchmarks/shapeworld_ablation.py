@@ -26,8 +26,10 @@ import itertools
 import json
 import math
 import multiprocessing
+import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,6 +80,18 @@ def score_row(policy, args, use_plan: bool) -> dict:
     div = evaluate_policy(policy, [simple], use_plan=use_plan, samples=args.diversity_samples, seed=99,
                           guidance_scale=args.guidance)
     return {"tables": tables_of(result), "per_prompt": per_prompt, "diversity": diversity(div.images, simple)}
+
+
+def exit_with_parent(parent: int, every: float = 5.0) -> None:
+    """Worker initializer: end this worker once the process that started it is gone. Ctrl-C reaches the
+    whole process group, but ``kill PID`` of the ablation reaches only its own process, and its workers
+    would train on as orphans, each holding a core."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def train_and_score(args: argparse.Namespace, mode: str, seed: int) -> dict:
@@ -143,19 +157,26 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.mean(values), "std": sd, "se": sd / math.sqrt(n), "n": n}
 
 
+def has_view(entries: list[dict], measure: str, view: str) -> bool:
+    """Whether every entry of a row has this table (rows stored before a view existed lack it)."""
+    return all(view in e["tables"].get(measure, {}) for e in entries)
+
+
 def format_report(rows: dict[str, list[dict]], protocol_text: str, eval_se: float, args) -> str:
-    """The tables: success per category, per phrasing group, plans right and diversity, each row mean +-
-    std over training seeds [standard error]; then the gaps between rows."""
+    """The tables: success per category, per phrasing group and by plan, plans right and diversity, each
+    row mean +- std over training seeds [standard error]; then the gaps between rows."""
     lines = [f"Held-out success rate (%), {protocol_text}; trained rows: mean +- std [standard error] over "
              f"{args.seeds} training seeds, {args.steps} steps each; base rows: one model "
              f"(protocol sampling noise: SE {eval_se:.1f} points on overall, bootstrap over prompts)"]
-    for measure, view in (("success", "by category"), ("success", "by phrasing"), ("plans right", "by phrasing")):
-        first = next(r[0] for r in rows.values() if measure in r[0]["tables"])["tables"][measure][view]
+    views = (("success", "by category"), ("success", "by phrasing"), ("success", "by plan"), ("plans right", "by phrasing"))
+    for measure, view in views:
+        shown = {name: entries for name, entries in rows.items() if has_view(entries, measure, view)}
+        if not shown:
+            continue
+        first = next(iter(shown.values()))[0]["tables"][measure][view]
         keys = [k for k in first if k != "overall"] + (["overall"] if "overall" in first else [])
         lines += ["", f"{measure}, {view}", f"{'':<15}" + "".join(f"{k:>24}" for k in keys)]
-        for name, entries in rows.items():
-            if measure not in entries[0]["tables"]:
-                continue
+        for name, entries in shown.items():
             cells = []
             for k in keys:
                 s = summary([100 * e["tables"][measure][view][k] for e in entries])
@@ -229,7 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     todo = [run for run, entry in stored.items() if entry is None]
     if results:
         print(f"resuming: {len(results)} of {len(stored)} runs already measured in {rows_dir}", flush=True)
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(train_and_score, args, mode, seed) for mode, seed in todo]
         for future in concurrent.futures.as_completed(futures):
             r = future.result()

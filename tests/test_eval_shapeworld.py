@@ -1,6 +1,7 @@
 """ShapeWorld behind the evaluation harness: prompts, exact scoring of rendered truth, an end-to-end run."""
 
 import json
+import math
 
 import pytest
 
@@ -69,3 +70,14 @@ def test_end_to_end_run_writes_results(tmp_path, tiny_checkpoint):
     assert json.loads((tmp_path / "run" / "results.json").read_text()) == results
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert (run["benchmark"], run["model"], run["plan_max_tokens"]) == ("shapeworld", str(tiny_checkpoint), 6)
+
+
+def test_success_by_plan_splits_the_images_by_their_plans_verdict():
+    from t2i_r1.shapeworld.protocol import by_plan
+
+    scores = [1.0, 0.0, 1.0, 1.0, 0.0]
+    plans = [1.0, 1.0, 0.0, 1.0, float("nan")]  # the last image was drawn without a plan: on neither side
+    assert by_plan(scores, plans) == {"plan right": 2 / 3, "plan wrong": 1.0}
+    assert math.isnan(by_plan([1.0], [1.0])["plan wrong"])
+    with pytest.raises(ValueError, match="2 scores for 1 plan scores"):
+        by_plan([1.0, 0.0], [1.0])

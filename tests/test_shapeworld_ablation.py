@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +82,42 @@ def test_demo_rollout_switches_reach_the_train_config():
     cfg = train_config("m", parser.parse_args(["--images-per-plan", "2", "--group", "4", "--plan-temperature", "1.3"]))
     assert (cfg.rollout.plans_per_prompt, cfg.rollout.images_per_plan, cfg.rollout.plan.temperature) == (4, 2, 1.3)
     assert cfg.rollout.group_size == cfg.micro_batch_size // cfg.prompts_per_step == 8  # whole groups per micro-batch
+
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting to be reaped is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_workers_do_not_outlive_a_killed_ablation(tmp_path):
+    """``kill -9`` of the ablation's process ends its training workers too instead of orphaning them."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import concurrent.futures, multiprocessing, os, time\n"
+        "from benchmarks.shapeworld_ablation import exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = multiprocessing.get_context('spawn')\n"
+        "    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx, initializer=exit_with_parent,\n"
+        "                                                initargs=(os.getpid(), 0.05)) as pool:\n"
+        "        print(pool.submit(os.getpid).result(), flush=True)\n"
+        "        pool.submit(time.sleep, 600)\n"
+        "        time.sleep(600)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=root, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(root)})
+    worker = int(parent.stdout.readline())
+    assert running(worker)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 30
+    while running(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    if running(worker):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the worker outlived its killed parent")

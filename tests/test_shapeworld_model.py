@@ -383,17 +383,18 @@ def test_demo_end_to_end_writes_tables_and_grids(tmp_path):
     import json
 
     from t2i_r1.cli import main
-    from t2i_r1.shapeworld.protocol import Protocol, report
+    from t2i_r1.shapeworld.protocol import Protocol, by_plan, report
 
     assert main(["demo", "--steps", "1", "--per-cell", "1", "--samples", "1", "--prompts-per-step", "1", "--group", "2",
                  "--seed", "5", "--eval-seed", "3", "--threads", "1", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["training"]["steps"] == 1
     tables = results["tables"]
-    assert set(tables) == {f"{m} {v}" for m in ("success", "plans right") for v in ("by category", "by phrasing")}
+    assert set(tables) == {f"{m} {v}" for m in ("success", "plans right") for v in ("by category", "by phrasing")} | {
+        "success by plan"}
     for table in tables.values():
         assert set(table) == {"before", "after", "change"}
-        assert table["change"] == pytest.approx({k: table["after"][k] - v for k, v in table["before"].items()})
+        assert table["change"] == pytest.approx({k: table["after"][k] - v for k, v in table["before"].items()}, nan_ok=True)
     assert set(tables["success by phrasing"]["before"]) == {"seen in pretraining", "seen in RL only", "unseen"}
     assert (tmp_path / "before.png").is_file() and (tmp_path / "after.png").is_file()
     # The "before" column is the base scored with the protocol of --eval-seed, whatever the training seed.
@@ -405,6 +406,7 @@ def test_demo_end_to_end_writes_tables_and_grids(tmp_path):
     base = protocol.evaluate(base_policy)
     assert tables["success by category"]["before"] == pytest.approx(base.table())
     assert tables["plans right by phrasing"]["before"] == pytest.approx(report(held, base.plan_scores)["by phrasing"])
+    assert tables["success by plan"]["before"] == pytest.approx(by_plan(base.scores, base.plan_scores), nan_ok=True)
     trained = load_policy(tmp_path / "model")  # the saved checkpoint is the model the "after" table scored
     assert trained.reasoning_template == base_policy.reasoning_template
     after = protocol.evaluate(trained)

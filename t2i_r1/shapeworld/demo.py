@@ -136,11 +136,13 @@ def save_grid(result, path: Path, per_category: int = 2) -> None:
 
 
 def tables_of(result) -> dict[str, dict[str, dict[str, float]]]:
-    """Success and plans-right tables of an ``EvalResult`` (``protocol.report``)."""
-    from t2i_r1.shapeworld.protocol import report
+    """Success and plans-right tables of an ``EvalResult`` (``protocol.report``); with plans, success
+    also "by plan" (``protocol.by_plan``)."""
+    from t2i_r1.shapeworld.protocol import by_plan, report
 
     out = {"success": report(result.prompts, result.scores)}
     if any(p is not None for p in result.plans):
+        out["success"]["by plan"] = by_plan(result.scores, result.plan_scores)
         out["plans right"] = report(result.prompts, result.plan_scores)
     return out
 

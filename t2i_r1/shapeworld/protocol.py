@@ -13,6 +13,10 @@ Every command that scores a model on ShapeWorld (``t2i-r1 demo``, ``t2i-r1 shape
    score is again the mean of its category means.
 4. Plans right: the share of sampled plans that satisfy the prompt (``grammar.check_plan``), same
    grouping.
+5. Success by plan: the success of the images drawn from a right plan and from a wrong one, pooled
+   over images. It tells the two ways a plan-level update can raise success apart: more right plans
+   (plans right rises) or right plans that the image model draws better (success from a right plan
+   rises).
 """
 
 from __future__ import annotations
@@ -86,6 +90,17 @@ def report(prompts: Sequence[Prompt], values: Sequence[float]) -> dict[str, dict
         if rows:
             by_phrasing[group] = summarize([c for c, _ in rows], [v for _, v in rows])["overall"]
     return {"by category": summarize([p.category for p in per_image], values), "by phrasing": by_phrasing}
+
+
+def by_plan(scores: Sequence[float], plan_scores: Sequence[float]) -> dict[str, float]:
+    """Mean success of the images whose plan is right ("plan right") and of those whose plan is wrong
+    ("plan wrong"), pooled over images (not category-balanced: right plans are commoner in some
+    categories); NaN for a side with no image."""
+    if len(scores) != len(plan_scores):
+        raise ValueError(f"by_plan: {len(scores)} scores for {len(plan_scores)} plan scores")
+    sides = {"plan right": [s for s, p in zip(scores, plan_scores) if p == 1.0],
+             "plan wrong": [s for s, p in zip(scores, plan_scores) if p == 0.0]}
+    return {side: sum(v) / len(v) if v else float("nan") for side, v in sides.items()}
 
 
 def print_table(tables: Mapping[str, Mapping[str, float]], file=None, first: str = "category") -> None:
