@@ -1,4 +1,4 @@
-"""The ShapeWorld ablation benchmark end to end at one step and one seed, and its resume."""
+"""The ShapeWorld ablation benchmark end to end at one step and one seed, its resume, and its workers' lifetime."""
 
 from __future__ import annotations
 
@@ -82,7 +82,6 @@ def test_demo_rollout_switches_reach_the_train_config():
     cfg = train_config("m", parser.parse_args(["--images-per-plan", "2", "--group", "4", "--plan-temperature", "1.3"]))
     assert (cfg.rollout.plans_per_prompt, cfg.rollout.images_per_plan, cfg.rollout.plan.temperature) == (4, 2, 1.3)
     assert cfg.rollout.group_size == cfg.micro_batch_size // cfg.prompts_per_step == 8  # whole groups per micro-batch
-
 
 
 def running(pid: int) -> bool:
