@@ -168,7 +168,8 @@ def format_report(rows: dict[str, list[dict]], protocol_text: str, eval_se: floa
     lines = [f"Held-out success rate (%), {protocol_text}; trained rows: mean +- std [standard error] over "
              f"{args.seeds} training seeds, {args.steps} steps each; base rows: one model "
              f"(protocol sampling noise: SE {eval_se:.1f} points on overall, bootstrap over prompts)"]
-    views = (("success", "by category"), ("success", "by phrasing"), ("success", "by plan"), ("plans right", "by phrasing"))
+    views = (("success", "by category"), ("success", "by phrasing"), ("success", "by plan"),
+             ("plans right", "by category"), ("plans right", "by phrasing"))
     for measure, view in views:
         shown = {name: entries for name, entries in rows.items() if has_view(entries, measure, view)}
         if not shown:
@@ -182,10 +183,15 @@ def format_report(rows: dict[str, list[dict]], protocol_text: str, eval_se: floa
                 s = summary([100 * e["tables"][measure][view][k] for e in entries])
                 cells.append(f"{s['mean']:.1f}+-{s['std']:.1f} [{s['se']:.1f}]" if s["n"] > 1 else f"{s['mean']:.1f}")
             lines.append(f"{name:<15}" + "".join(f"{c:>24}" for c in cells))
-    lines += ["", f"diversity on {DIVERSITY_PROMPT!r} ({args.diversity_samples} images; last seed's model)"]
+    lines += ["", f"diversity on {DIVERSITY_PROMPT!r} ({args.diversity_samples} images per model; "
+                  "trained rows: mean (lowest-highest) over training seeds)"]
     for name, entries in rows.items():
-        d = entries[-1]["diversity"]
-        lines.append(f"{name:<15} pixel distance {d['pixel_distance']:.3f}   distinct layouts {100 * d['distinct_layouts']:.0f}%")
+        cells = []
+        for key, scale, digits in (("pixel_distance", 1, 3), ("distinct_layouts", 100, 0)):
+            values = [scale * e["diversity"][key] for e in entries]
+            spread = f" ({min(values):.{digits}f}-{max(values):.{digits}f})" if len(values) > 1 else ""
+            cells.append(f"{statistics.mean(values):.{digits}f}{spread}")
+        lines.append(f"{name:<15} pixel distance {cells[0]}   distinct layouts (%) {cells[1]}")
     lines += ["", "gaps in overall success (points): gap, its standard error (seeds independent), gap / SE"]
     for a, b in (("bicot", "base, plan"), ("bicot", "semantic"), ("semantic", "token"), ("token", "base, no plan")):
         if a not in rows or b not in rows:  # a run of some modes only (--modes)

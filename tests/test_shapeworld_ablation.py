@@ -84,6 +84,33 @@ def test_demo_rollout_switches_reach_the_train_config():
     assert cfg.rollout.group_size == cfg.micro_batch_size // cfg.prompts_per_step == 8  # whole groups per micro-batch
 
 
+def test_report_gives_every_seeds_diversity_and_plans_right_overall():
+    """Diversity is a mean with its range over the training seeds (not the last seed's model), and plans
+    right is reported per category with its overall, the figure the README quotes."""
+    import argparse
+
+    from benchmarks.shapeworld_ablation import format_report
+
+    def entry(success: float, plans: float, distance: float, layouts: float) -> dict:
+        return {"tables": {"success": {"by category": {"color": success, "overall": success}},
+                           "plans right": {"by category": {"color": plans, "overall": plans}}},
+                "diversity": {"pixel_distance": distance, "distinct_layouts": layouts}}
+
+    rows = {"base, plan": [entry(0.10, 0.60, 0.075, 1.0)],
+            "bicot": [entry(0.30, 0.50, 0.060, 0.75), entry(0.34, 0.70, 0.070, 1.0)]}
+    text = format_report(rows, "a protocol", 1.2, argparse.Namespace(seeds=2, steps=5, diversity_samples=16))
+    lines = text.splitlines()
+    plans = lines[lines.index("plans right, by category") + 1:]
+    assert plans[1].split()[:2] == ["base,", "plan"] and plans[1].split()[-1] == "60.0"
+    assert plans[2].split() == ["bicot", "60.0+-14.1", "[10.0]", "60.0+-14.1", "[10.0]"]
+    diversity = next(line for line in lines if line.startswith("bicot") and "pixel distance" in line)
+    assert diversity.split()[1:] == ["pixel", "distance", "0.065", "(0.060-0.070)", "distinct", "layouts", "(%)",
+                                     "88", "(75-100)"]
+    base = next(line for line in lines if line.startswith("base, plan") and "pixel distance" in line)
+    assert base.endswith("pixel distance 0.075   distinct layouts (%) 100")
+    assert "bicot - base, plan: +22.0" in text
+
+
 def running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie waiting to be reaped is not)."""
     try:
