@@ -49,11 +49,16 @@ def diversity(images: list[np.ndarray], prompt) -> dict[str, float]:
 
     arr = np.stack(images).astype(np.float32) / 255  # (N, S, S, 3)
     pairs = [float(np.abs(arr[i] - arr[j]).mean()) for i, j in itertools.combinations(range(len(arr)), 2)]
-    layouts = set()
-    for image in images:
-        dets = evaluate(prompt, image).detections
-        layouts.add(tuple(sorted((tuple(sorted(d.attributes().items())), tuple(int(c) // 8 for c in d.centre)) for d in dets)))
+    layouts = {layout_key(evaluate(prompt, image).detections) for image in images}
     return {"pixel_distance": float(np.mean(pairs)), "distinct_layouts": len(layouts) / len(images)}
+
+
+def layout_key(detections) -> tuple:
+    """What two images with the same layout share: each object's attributes and its place on an 8 px grid.
+    An attribute the detector could not read is None, kept apart from every read value ("")."""
+    objects = ((tuple(sorted((k, v or "") for k, v in d.attributes().items())), tuple(int(c) // 8 for c in d.centre))
+               for d in detections)
+    return tuple(sorted(objects))
 
 
 def protocol_of(args):

@@ -147,3 +147,17 @@ def test_workers_do_not_outlive_a_killed_ablation(tmp_path):
     if running(worker):
         os.kill(worker, signal.SIGKILL)
         pytest.fail("the worker outlived its killed parent")
+
+
+def test_layout_key_orders_objects_whose_shape_the_detector_could_not_read():
+    from benchmarks.shapeworld_ablation import layout_key
+    from t2i_r1.shapeworld.evaluator import Detection
+
+    def det(shape, cx):
+        return Detection(shape=shape, color="red", texture="solid", size="small", cx=cx, cy=20.0,
+                         box=(0, 0, 1, 1), area=30, fill=1.0, coverage=1.0)
+
+    unread, circle = det(None, 20.0), det("circle", 20.0)
+    assert layout_key([unread, circle]) == layout_key([circle, unread])
+    assert layout_key([unread]) != layout_key([circle])
+    assert layout_key([det("circle", 20.0)]) != layout_key([det("circle", 40.0)])

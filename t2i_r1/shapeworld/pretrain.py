@@ -245,18 +245,18 @@ def _store_normalised_codebook(vq) -> None:
 
 @dataclass
 class LMTrainConfig:
-    max_steps: int = 17_000
+    max_steps: int = 3900
     """Step budget (the cosine schedule runs over it)."""
     minutes: float | None = None
     """Optional wall-clock cap (None: none; a capped run depends on the machine's speed and load)."""
-    batch: int = 32
+    batch: int = 128
     length_chunks: int = 3
     """Groups of similar length each batch runs in (``lm_loss``); 1 pads every row to the longest."""
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
     weight_decay: float = 0.01
-    examples: int = 72_000
+    examples: int = 36_000
     """Training examples (train-split prompts, each with a scene, its plan and its VQ tokens)."""
     families: tuple[str, ...] = PRETRAIN_FAMILIES
     """Phrasing families of the training prompts (the RL and held-out families stay unseen)."""
@@ -266,7 +266,7 @@ class LMTrainConfig:
     """Share of image rows conditioned on the prompt alone (token-only ablation, baseline)."""
     p_uncond: float = 0.1
     """Share of image rows whose prompt is blanked (CFG's unconditional model)."""
-    eval_every: int = 3000
+    eval_every: int = 1000
     """Steps between held-out evaluations (0: none)."""
     eval_prompts_per_category: int = 4
     seed: int = 0
