@@ -132,6 +132,37 @@ def test_training_formats_match_the_samplers_log_probs(policy):
     assert image_stats["image"] == pytest.approx(-ilp.mean().item(), abs=1e-4)
 
 
+@needs_asset
+def test_image_only_examples_teach_no_plan(policy):
+    """Examples worded by an image-only family become prompt -> image rows only (no plan row, no plan in
+    the image prompt), whatever the draws; the other examples' rows are drawn as without the option."""
+    rng = np.random.default_rng(3)
+    examples = sample_examples(4, rng, split=None, families=("plain",)) + sample_examples(4, rng, split=None, families=("synonyms",))
+    marked = encode_examples(policy, examples, image_only_families=("synonyms",))
+    assert marked.image_only == [False] * 4 + [True] * 4
+    always_plan = LMTrainConfig(p_plan=1.0, p_uncond=0.0, image_only_families=("synonyms",))
+    batch = make_batch(policy, marked, list(range(8)), always_plan, np.random.default_rng(0))
+    has_image = batch["image_targets"].ne(-100).any(1)  # (N,)
+    assert has_image.tolist() == [False] * 4 + [True] * 4
+    for row in range(4, 8):  # the image prompt is the prompt alone
+        n = int(batch["mask"][row].sum()) - int(batch["is_image"][row].sum())
+        assert batch["tokens"][row, :n].tolist() == marked.image_prompt[row]
+    unmarked = encode_examples(policy, examples[:4])
+    for config in (LMTrainConfig(), always_plan):
+        a = make_batch(policy, marked, list(range(4)), config, np.random.default_rng(1))
+        b = make_batch(policy, unmarked, list(range(4)), config, np.random.default_rng(1))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_image_only_families_are_checked():
+    with pytest.raises(ValueError, match="both families and image_only_families"):
+        LMTrainConfig(families=("plain", "terse"), image_only_families=("terse",))
+    with pytest.raises(ValueError, match="unknown phrasing family 'emoji'"):
+        LMTrainConfig(image_only_families=("emoji",))
+    with pytest.raises(ValueError, match="image_only_share"):
+        LMTrainConfig(image_only_families=("synonyms",), image_only_share=1.0)
+
+
 def test_length_chunks_is_an_optimal_partition():
     """Every row lands in exactly one run, runs are contiguous in length, and the padded size is the
     smallest over every way of cutting the sorted rows into at most k runs (brute force)."""
@@ -447,14 +478,16 @@ def test_pretrain_command_passes_its_flags_to_the_stage_configs(tmp_path, monkey
     seen = []
     monkeypatch.setattr(pretrain_module, "pretrain", lambda out, **kw: seen.append((out, kw)))
     main(["shapeworld", "pretrain", "--out", str(tmp_path), "--steps", "70", "--vq-steps", "30", "--minutes", "7", "--vq-minutes", "3",
-          "--batch", "8", "--lr", "1e-3", "--threads", str(torch.get_num_threads())])
+          "--batch", "8", "--lr", "1e-3", "--image-only-families", "synonyms", "digits", "--image-only-share", "0.5",
+          "--threads", str(torch.get_num_threads())])
     (out, kw), = seen
     assert out == str(tmp_path)
     assert (kw["lm"].max_steps, kw["lm"].minutes, kw["lm"].batch, kw["lm"].lr) == (70, 7.0, 8, 1e-3)
+    assert (kw["lm"].image_only_families, kw["lm"].image_only_share) == (("synonyms", "digits"), 0.5)
     assert (kw["vq"].max_steps, kw["vq"].minutes) == (30, 3.0)
     main(["shapeworld", "pretrain", "--out", str(tmp_path), "--threads", str(torch.get_num_threads())])
     lm, vq, lm_defaults, vq_defaults = seen[1][1]["lm"], seen[1][1]["vq"], LMTrainConfig(), VQTrainConfig()
-    fields = ("max_steps", "minutes", "lr", "batch", "examples", "eval_every", "families")
+    fields = ("max_steps", "minutes", "lr", "batch", "examples", "eval_every", "families", "image_only_families", "image_only_share")
     assert [getattr(lm, f) for f in fields] == [getattr(lm_defaults, f) for f in fields]
     assert (vq.max_steps, vq.minutes, vq.batch) == (vq_defaults.max_steps, vq_defaults.minutes, vq_defaults.batch)
 

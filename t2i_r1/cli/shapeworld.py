@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-3, help="language-model peak learning rate (warmup, then cosine)")
     p.add_argument("--vq-batch", type=int, default=16, help="VQ batch size")
     p.add_argument("--eval-every", type=int, default=1000, help="steps between held-out evaluations (0: none)")
+    p.add_argument("--image-only-families", nargs="*", default=[],
+                   help="phrasing families taught only prompt -> image, never with a plan (default: none)")
+    p.add_argument("--image-only-share", type=float, default=0.25,
+                   help="share of the language model's examples worded by --image-only-families")
     p.add_argument("--device", default="cpu")
     add_runtime_arguments(p)
     p.add_argument("--workers", type=int, default=1, help="processes drawing training scenes")
@@ -97,7 +101,8 @@ def _pretrain(args: argparse.Namespace) -> None:
     log = lambda s: print(s, flush=True)
     snapshot = Path(args.snapshot_dir) if args.snapshot_dir else None
     lm = LMTrainConfig(max_steps=args.steps, minutes=args.minutes, examples=args.examples, batch=args.batch,
-                       eval_every=args.eval_every, lr=args.lr, seed=args.seed, workers=args.workers)
+                       eval_every=args.eval_every, lr=args.lr, seed=args.seed, workers=args.workers,
+                       image_only_families=tuple(args.image_only_families), image_only_share=args.image_only_share)
     vq = VQTrainConfig(max_steps=args.vq_steps, minutes=args.vq_minutes, batch=args.vq_batch, seed=args.seed,
                        workers=args.workers)
 

@@ -80,9 +80,10 @@ def training_prompts(args: argparse.Namespace):
     return prompt_set("train", args.train_prompts, seed=args.seed + 100, families=TRAIN_FAMILIES)
 
 
-def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print, progress: bool = True) -> dict:
-    """``args.steps`` BiCoT-GRPO steps on ShapeWorld training prompts with the evaluator as reward;
-    trains ``policy`` in place."""
+def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print, progress: bool = True, reward=None) -> dict:
+    """``args.steps`` BiCoT-GRPO steps on ShapeWorld training prompts with the evaluator as reward
+    (``args.reward``; ``reward``, a reward function named "shapeworld", replaces it); trains ``policy``
+    in place."""
     from tqdm.auto import tqdm
 
     from t2i_r1.data import PromptRecord
@@ -91,7 +92,7 @@ def run_grpo(policy, model_dir: str, args: argparse.Namespace, log=print, progre
     from t2i_r1.train.trainer import BiCoTGRPOTrainer
 
     records = [PromptRecord(p.text, p.metadata()) for p in training_prompts(args)]
-    reward = ProgrammaticReward(getattr(evaluator, REWARDS[args.reward]), name="shapeworld")
+    reward = reward or ProgrammaticReward(getattr(evaluator, REWARDS[args.reward]), name="shapeworld")
     trainer = BiCoTGRPOTrainer(train_config(model_dir, args), policy=policy, rewards={"shapeworld": reward},
                                prompts=records)
     start, history = time.time(), []

@@ -260,6 +260,11 @@ class LMTrainConfig:
     """Training examples (train-split prompts, each with a scene, its plan and its VQ tokens)."""
     families: tuple[str, ...] = PRETRAIN_FAMILIES
     """Phrasing families of the training prompts (the RL and held-out families stay unseen)."""
+    image_only_families: tuple[str, ...] = ()
+    """Phrasing families whose prompts appear only in prompt -> image rows, never with a plan: their
+    words get a meaning (what they draw) while plans are still taught on ``families`` alone."""
+    image_only_share: float = 0.25
+    """Share of the examples worded by ``image_only_families`` (when there are any)."""
     p_plan: float = 0.2
     """Share of rows that teach planning; the rest teach image tokens."""
     p_image_without_plan: float = 0.25
@@ -272,6 +277,14 @@ class LMTrainConfig:
     seed: int = 0
     workers: int = 1
     """Processes drawing the examples."""
+
+    def __post_init__(self) -> None:
+        for name in (*self.families, *self.image_only_families):
+            family(name)  # an unknown name fails here, listing the known ones
+        if both := set(self.families) & set(self.image_only_families):
+            raise ValueError(f"LMTrainConfig: families {sorted(both)} are in both families and image_only_families")
+        if not 0.0 <= self.image_only_share < 1.0:
+            raise ValueError(f"LMTrainConfig.image_only_share must be in [0, 1), got {self.image_only_share}")
 
 
 TRAINED_PREFIXES = (
@@ -287,10 +300,12 @@ class _Encoded:
     image_prompt_plan: list[list[int]]
     image_prompt: list[list[int]]
     image_tokens: torch.LongTensor  # (E, T)
+    image_only: list[bool]  # the example only teaches prompt -> image tokens
 
 
-def encode_examples(policy: JanusPolicy, examples: list[Example]) -> _Encoded:
-    """Token ids of every example in the policy's own formats, and its image's VQ tokens."""
+def encode_examples(policy: JanusPolicy, examples: list[Example], image_only_families: Sequence[str] = ()) -> _Encoded:
+    """Token ids of every example in the policy's own formats, and its image's VQ tokens; examples
+    worded by ``image_only_families`` are marked to teach only prompt -> image (``make_batch``)."""
     tok = policy.tokenizer
     ids = lambda texts: [row.tolist()[row.ne(policy.pad_id).nonzero()[0].item():] for row in policy.tokenize(texts).ids.cpu()]
     enc = _Encoded(
@@ -299,23 +314,27 @@ def encode_examples(policy: JanusPolicy, examples: list[Example]) -> _Encoded:
         image_prompt_plan=ids([policy.image_prompt_text(ex.prompt.text, ex.plan.text()) for ex in examples]),
         image_prompt=ids([policy.image_prompt_text(ex.prompt.text) for ex in examples]),
         image_tokens=encode_images(policy, [render(ex.scene) for ex in examples]),
+        image_only=[ex.prompt.phrasing in image_only_families for ex in examples],
     )
     return enc
 
 
 def make_batch(policy: JanusPolicy, enc: _Encoded, rows: list[int], config: LMTrainConfig, rng: np.random.Generator) -> dict:
-    """A right-padded mixed batch: text ids, image ids, which positions are image inputs, and targets."""
+    """A right-padded mixed batch: text ids, image ids, which positions are image inputs, and targets.
+    An image-only example is always a prompt -> image row; without image-only examples the batch is
+    drawn as it always was."""
     seqs = []  # (tokens, is_image, text_target, image_target) per row
     for e in rows:
         u = rng.random()
-        if u < config.p_plan:
+        if u < config.p_plan and not enc.image_only[e]:
             prompt, plan = enc.plan_prompt[e], enc.plan[e]
             full = prompt + plan
             n = len(full) - 1
             text_t = [-100] * (len(prompt) - 1) + plan
             seqs.append((full[:n], [False] * n, text_t, [-100] * n))
             continue
-        prompt = enc.image_prompt[e] if rng.random() < config.p_image_without_plan else enc.image_prompt_plan[e]
+        without_plan = rng.random() < config.p_image_without_plan or enc.image_only[e]
+        prompt = enc.image_prompt[e] if without_plan else enc.image_prompt_plan[e]
         if rng.random() < config.p_uncond:  # keep BOS and <begin_of_image>, blank the rest (unconditional_ids)
             prompt = [t if t in (policy.bos_id, policy.boi_id) else policy.pad_id for t in prompt]
         image = enc.image_tokens[e].tolist()
@@ -422,8 +441,11 @@ def train_lm(
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     t0 = time.time()
-    examples = sample_examples(config.examples, rng, split="train", workers=config.workers, families=config.families)
-    enc = encode_examples(policy, examples)
+    n_image_only = round(config.image_only_share * config.examples) if config.image_only_families else 0
+    examples = sample_examples(config.examples - n_image_only, rng, split="train", workers=config.workers, families=config.families)
+    if n_image_only:
+        examples += sample_examples(n_image_only, rng, split="train", workers=config.workers, families=config.image_only_families)
+    enc = encode_examples(policy, examples, config.image_only_families)
     log(f"lm data: {len(examples)} examples encoded in {time.time() - t0:.0f}s")
     model = policy.model
     model.requires_grad_(False)

@@ -1,0 +1,171 @@
+"""How fast the plan level can learn in the demo's budget, and what holds it back.
+
+One run of the demo's training (``t2i_r1.shapeworld.demo.run_grpo``, every demo flag accepted) from the
+checkpoint, scored before and after with the ShapeWorld protocol, with two switches the paper does not have:
+
+- ``--plan-share S``: the reward is ``S`` x the plan's own check against the prompt (``grammar.check_plan``,
+  partial credit) + (1 - S) x the image's partial score. ``S = 1`` with ``--mode semantic`` is a ceiling:
+  the plan level trained on a noiseless plan signal, which no image reward can beat at the same steps.
+- ``--expose-steps N``: before RL, continue the checkpoint's pretraining for ``N`` steps with the RL
+  families' prompts as prompt -> image rows only (``LMTrainConfig.image_only_families``): their words
+  get a meaning while plans are still taught on the pretraining families alone.
+
+It also reports how far RL moved the input embeddings of words the pretraining families use and of
+words only the RL families use (L2 distance, mean over words, against their norm): a word pretraining
+never saw keeps its initial embedding until RL moves it.
+
+    python -m benchmarks.shapeworld_plan_learning --mode semantic --plan-share 1 --per-cell 10 --out runs/plan_ceiling
+    python -m benchmarks.shapeworld_plan_learning --expose-steps 600 --per-cell 10 --out runs/exposed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def plan_check_reward(share: float):
+    """A ShapeWorld reward: ``share`` x the plan's partial check + (1 - share) x the image's partial score."""
+    from t2i_r1.rewards.programmatic import ProgrammaticReward
+    from t2i_r1.shapeworld.evaluator import partial_reward
+    from t2i_r1.shapeworld.grammar import check_plan
+
+    def score(prompt: str, image, metadata) -> float | None:
+        if "shapeworld" not in metadata:
+            return None
+        plan = check_plan(metadata, metadata["plan"]).partial
+        return share * plan + (1 - share) * (partial_reward(prompt, image, metadata) if share < 1 else 0.0)
+
+    return ProgrammaticReward(score, name="shapeworld")
+
+
+def word_groups(policy) -> dict[str, list[int]]:
+    """Token ids of the words in training prompts worded by the pretraining families, and of the words
+    only the RL families use (50 prompts per category and family of each, enough to meet every word)."""
+    from t2i_r1.shapeworld.grammar import prompt_set
+    from t2i_r1.shapeworld.phrasing import FAMILIES, PRETRAIN_FAMILIES
+
+    def words(families) -> set[str]:
+        return {w for p in prompt_set("train", 50, seed=3, families=families) for w in p.text.replace(",", " ,").split()}
+
+    pretrain = words(PRETRAIN_FAMILIES)
+    rl_only = words(tuple(n for n, f in FAMILIES.items() if f.role == "rl")) - pretrain
+    tok = policy.tokenizer
+    ids = lambda ws: [i for i in tok.convert_tokens_to_ids(sorted(ws)) if i != tok.unk_token_id]
+    return {"pretraining words": ids(pretrain), "RL-only words": ids(rl_only)}
+
+
+def embedding_movement(before: torch.Tensor, after: torch.Tensor, groups: dict[str, list[int]]) -> dict[str, dict]:
+    """(V, H) embeddings before and after -> per word group: mean norm before, mean L2 move, their ratio,
+    and the mean distance between two of the group's words after (how well the model can tell them apart)."""
+    out = {}
+    for name, ids in groups.items():
+        norm = before[ids].norm(dim=1).mean().item()
+        moved = (after[ids] - before[ids]).norm(dim=1).mean().item()
+        n = len(ids)
+        apart = (torch.cdist(after[ids], after[ids]).sum() / (n * (n - 1))).item() if n > 1 else float("nan")
+        out[name] = {"words": n, "norm": norm, "moved": moved, "relative": moved / norm, "apart_after": apart}
+    return out
+
+
+def plans_right_by_family(result) -> dict[str, float]:
+    """Share of right plans per phrasing family (pooled over categories) of a protocol ``EvalResult``."""
+    k = len(result.plan_scores) // len(result.prompts)
+    by: dict[str, list[float]] = {}
+    for i, prompt in enumerate(result.prompts):
+        by.setdefault(prompt.phrasing, []).extend(result.plan_scores[i * k : (i + 1) * k])
+    return {name: sum(v) / len(v) for name, v in by.items()}
+
+
+def expose(policy, args: argparse.Namespace, log=print) -> dict:
+    """Continue pretraining with the RL families as image-only rows (constant lr after a short warm-up)."""
+    from t2i_r1.shapeworld.phrasing import FAMILIES, PRETRAIN_FAMILIES
+    from t2i_r1.shapeworld.pretrain import LMTrainConfig, train_lm
+
+    rl = tuple(n for n, f in FAMILIES.items() if f.role == "rl")
+    config = LMTrainConfig(max_steps=args.expose_steps, batch=args.expose_batch, lr=args.expose_lr, warmup_steps=20,
+                           min_lr_ratio=1.0, examples=args.expose_examples, families=PRETRAIN_FAMILIES,
+                           image_only_families=rl, image_only_share=args.expose_share, eval_every=0, seed=args.seed)
+    return train_lm(policy, config, log)
+
+
+def scores(policy, args: argparse.Namespace) -> dict:
+    from t2i_r1.shapeworld.demo import tables_of
+    from t2i_r1.shapeworld.protocol import Protocol
+
+    protocol = Protocol(per_cell=args.per_cell, samples=args.samples, seed=args.eval_seed, guidance=args.guidance)
+    planned = protocol.evaluate(policy)
+    tables = tables_of(planned)
+    tables["plans right"]["by family"] = plans_right_by_family(planned)
+    return {"plan": tables, "no plan": tables_of(protocol.evaluate(policy, use_plan=False))}
+
+
+def summary_line(name: str, t: dict) -> str:
+    pct = lambda d: " / ".join(f"{100 * v:.1f}" for v in d.values())
+    plan, no_plan = t["plan"], t["no plan"]
+    return (f"{name:<7} success {100 * plan['success']['by category']['overall']:.1f} (by phrasing {pct(plan['success']['by phrasing'])}), "
+            f"without plan {100 * no_plan['success']['by category']['overall']:.1f}; plans right "
+            f"{100 * plan['plans right']['by category']['overall']:.1f} ({pct(plan['plans right']['by phrasing'])}); "
+            f"success from a right / wrong plan {pct(plan['success']['by plan'])}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from t2i_r1.cli.demo import add_arguments as demo_arguments
+    from t2i_r1.shapeworld.demo import run_grpo
+    from t2i_r1.shapeworld.model import DEFAULT_ASSET, load_policy
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo_arguments(parser)
+    parser.set_defaults(out="runs/shapeworld_plan_learning")
+    parser.add_argument("--plan-share", type=float, default=0.0, help="share of the reward that checks the plan itself")
+    parser.add_argument("--expose-steps", type=int, default=0, help="pretraining steps with the RL families image-only first")
+    parser.add_argument("--expose-lr", type=float, default=3e-4)
+    parser.add_argument("--expose-batch", type=int, default=64)
+    parser.add_argument("--expose-examples", type=int, default=12_000)
+    parser.add_argument("--expose-share", type=float, default=2 / 3, help="share of the examples worded by the RL families")
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.plan_share <= 1.0:
+        parser.error("--plan-share must be in [0, 1]")
+    if args.plan_share and args.mode == "token":
+        parser.error("--plan-share needs plans: --mode semantic or bicot")
+    torch.set_num_threads(args.threads)
+    model_dir = str(args.model or DEFAULT_ASSET)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    policy = load_policy(model_dir)
+    result: dict = {"args": vars(args)}
+    t0 = time.time()
+    if args.expose_steps:
+        result["expose"] = expose(policy, args)
+        print(f"exposed: {result['expose']['steps']} steps in {result['expose']['seconds']:.0f}s", flush=True)
+        model_dir = str(out / "exposed")
+        policy.save_pretrained(model_dir)  # RL starts from it (and its reference is it)
+    result["before"] = scores(policy, args)
+    print(summary_line("before", result["before"]), flush=True)
+    embeddings = policy.model.get_input_embeddings().weight.detach().clone()  # (V, H)
+    reward = plan_check_reward(args.plan_share) if args.plan_share else None
+    result["training"] = run_grpo(policy, model_dir, args, progress=False, reward=reward)
+    print(f"trained {result['training']['steps']} steps in {result['training']['seconds']:.0f}s", flush=True)
+    result["after"] = scores(policy, args)
+    result["embeddings"] = embedding_movement(embeddings, policy.model.get_input_embeddings().weight.detach(), word_groups(policy))
+    result["seconds"] = time.time() - t0
+    lines = [summary_line("before", result["before"]), summary_line("after", result["after"])]
+    families = result["before"]["plan"]["plans right"]["by family"]
+    lines.append("plans right by family: " + ", ".join(
+        f"{name} {100 * families[name]:.1f} -> {100 * result['after']['plan']['plans right']['by family'][name]:.1f}" for name in families))
+    lines += [f"embeddings of {k} ({v['words']}): norm {v['norm']:.3f}, moved {v['moved']:.4f} ({100 * v['relative']:.1f}% of it), "
+              f"{v['apart_after']:.4f} apart after" for k, v in result["embeddings"].items()]
+    text = "\n".join(lines)
+    print(text)
+    command = "python -m benchmarks.shapeworld_plan_learning " + " ".join(argv if argv is not None else sys.argv[1:])
+    (out / "report.txt").write_text(f"{text}\n\n{command}\n")
+    (out / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
