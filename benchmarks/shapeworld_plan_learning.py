@@ -44,9 +44,10 @@ def plan_check_reward(share: float):
     return ProgrammaticReward(score, name="shapeworld")
 
 
-def word_groups(policy) -> dict[str, list[int]]:
-    """Token ids of the words in training prompts worded by the pretraining families, and of the words
-    only the RL families use (50 prompts per category and family of each, enough to meet every word)."""
+def word_groups(policy, added: list[str] | None = None) -> dict[str, list[int]]:
+    """Token ids of the words in training prompts worded by the pretraining families, of the words only
+    the RL families use (50 prompts per category and family of each, enough to meet every word) and, when
+    given, of the words ``t2i-r1 shapeworld extend-vocab`` added (each started as a copy of ``<unk>``)."""
     from t2i_r1.shapeworld.grammar import prompt_set
     from t2i_r1.shapeworld.phrasing import FAMILIES, PRETRAIN_FAMILIES
 
@@ -57,7 +58,18 @@ def word_groups(policy) -> dict[str, list[int]]:
     rl_only = words(tuple(n for n, f in FAMILIES.items() if f.role == "rl")) - pretrain
     tok = policy.tokenizer
     ids = lambda ws: [i for i in tok.convert_tokens_to_ids(sorted(ws)) if i != tok.unk_token_id]
-    return {"pretraining words": ids(pretrain), "RL-only words": ids(rl_only)}
+    groups = {"pretraining words": ids(pretrain), "RL-only words": ids(rl_only)}
+    if added:
+        groups["words added by extend-vocab"] = ids(added)
+    return groups
+
+
+def added_words(model_dir: str | Path) -> list[str]:
+    """The words ``extend-vocab`` added to a checkpoint (its ``pretrain.json``), or none."""
+    record = Path(model_dir) / "pretrain.json"
+    if not record.is_file():
+        return []
+    return json.loads(record.read_text()).get("vocabulary_extension", {}).get("added", [])
 
 
 def embedding_movement(before: torch.Tensor, after: torch.Tensor, groups: dict[str, list[int]]) -> dict[str, dict]:
@@ -152,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     result["training"] = run_grpo(policy, model_dir, args, progress=False, reward=reward)
     print(f"trained {result['training']['steps']} steps in {result['training']['seconds']:.0f}s", flush=True)
     result["after"] = scores(policy, args)
-    result["embeddings"] = embedding_movement(embeddings, policy.model.get_input_embeddings().weight.detach(), word_groups(policy))
+    groups = word_groups(policy, added_words(args.model or DEFAULT_ASSET))
+    result["embeddings"] = embedding_movement(embeddings, policy.model.get_input_embeddings().weight.detach(), groups)
     result["seconds"] = time.time() - t0
     lines = [summary_line("before", result["before"]), summary_line("after", result["after"])]
     families = result["before"]["plan"]["plans right"]["by family"]

@@ -60,7 +60,9 @@ def test_plan_learning_runs_with_both_switches(tmp_path, capsys):
     assert (tmp_path / "exposed" / "model.safetensors").is_file()
     for when in ("before", "after"):
         assert set(result[when]) == {"plan", "no plan"} and "plans right" in result[when]["plan"]
-    assert set(result["embeddings"]) == {"pretraining words", "RL-only words"}
+    assert set(result["embeddings"]) == {"pretraining words", "RL-only words", "words added by extend-vocab"}
+    from benchmarks.shapeworld_plan_learning import added_words
+    assert result["embeddings"]["words added by extend-vocab"]["words"] == len(added_words(DEFAULT_ASSET)) > 0
     assert all(v["words"] > 10 and v["norm"] > 0 for v in result["embeddings"].values())
     from t2i_r1.shapeworld.phrasing import ALL_FAMILIES
     assert set(result["after"]["plan"]["plans right"]["by family"]) == set(ALL_FAMILIES)
