@@ -26,8 +26,11 @@ Choices:
    and image rows (~80-108) is a third padding, so ``lm_loss`` runs it in up to ``length_chunks``
    groups of similar length, with the means still over the whole batch (same loss and gradients):
    7.1 -> 5.8 ms per sequence forward and backward on 2 threads.
-5. Pretraining sees only the ``pretrain`` phrasing families (``phrasing.FAMILIES``): the words of the
-   RL and held-out families are new to the pretrained model, which leaves the semantic level room.
+5. Plans are taught on the ``pretrain`` phrasing families only (``phrasing.FAMILIES``), which leaves the
+   semantic level room on the others. By default pretraining sees no other family, so the RL families'
+   words are new to the model; ``image_only_families`` adds families as prompt -> image rows, so their
+   words get a meaning without plans being taught on them (RL at the demo's learning rate barely moves
+   a new word's embedding: ``docs/shapeworld.md``, "What holds the plan level back").
 
 Dimension letters: N rows, S sequence, T image tokens, H hidden, V text vocab, C codebook.
 """
