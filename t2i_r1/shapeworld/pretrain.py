@@ -262,7 +262,8 @@ class LMTrainConfig:
     examples: int = 36_000
     """Training examples (train-split prompts, each with a scene, its plan and its VQ tokens)."""
     families: tuple[str, ...] = PRETRAIN_FAMILIES
-    """Phrasing families of the training prompts (the RL and held-out families stay unseen)."""
+    """Phrasing families of the prompts that teach plans and images (by default the RL and held-out
+    families stay unseen)."""
     image_only_families: tuple[str, ...] = ()
     """Phrasing families whose prompts appear only in prompt -> image rows, never with a plan: their
     words get a meaning (what they draw) while plans are still taught on ``families`` alone."""
