@@ -49,13 +49,13 @@ def word_groups(policy, added: list[str] | None = None) -> dict[str, list[int]]:
     the RL families use (50 prompts per category and family of each, enough to meet every word) and, when
     given, of the words ``t2i-r1 shapeworld extend-vocab`` added (each started as a copy of ``<unk>``)."""
     from t2i_r1.shapeworld.grammar import prompt_set
-    from t2i_r1.shapeworld.phrasing import FAMILIES, PRETRAIN_FAMILIES
+    from t2i_r1.shapeworld.phrasing import PRETRAIN_FAMILIES, RL_FAMILIES
 
     def words(families) -> set[str]:
         return {w for p in prompt_set("train", 50, seed=3, families=families) for w in p.text.replace(",", " ,").split()}
 
     pretrain = words(PRETRAIN_FAMILIES)
-    rl_only = words(tuple(n for n, f in FAMILIES.items() if f.role == "rl")) - pretrain
+    rl_only = words(RL_FAMILIES) - pretrain
     tok = policy.tokenizer
     ids = lambda ws: [i for i in tok.convert_tokens_to_ids(sorted(ws)) if i != tok.unk_token_id]
     groups = {"pretraining words": ids(pretrain), "RL-only words": ids(rl_only)}
@@ -96,21 +96,20 @@ def plans_right_by_family(result) -> dict[str, float]:
 
 def expose(policy, args: argparse.Namespace, log=print) -> dict:
     """Continue pretraining with the RL families as image-only rows (constant lr after a short warm-up)."""
-    from t2i_r1.shapeworld.phrasing import FAMILIES, PRETRAIN_FAMILIES
+    from t2i_r1.shapeworld.phrasing import PRETRAIN_FAMILIES, RL_FAMILIES
     from t2i_r1.shapeworld.pretrain import LMTrainConfig, train_lm
 
-    rl = tuple(n for n, f in FAMILIES.items() if f.role == "rl")
     config = LMTrainConfig(max_steps=args.expose_steps, batch=args.expose_batch, lr=args.expose_lr, warmup_steps=20,
                            min_lr_ratio=1.0, examples=args.expose_examples, families=PRETRAIN_FAMILIES,
-                           image_only_families=rl, image_only_share=args.expose_share, eval_every=0, seed=args.seed)
+                           image_only_families=RL_FAMILIES, image_only_share=args.expose_share, eval_every=0, seed=args.seed)
     return train_lm(policy, config, log)
 
 
 def scores(policy, args: argparse.Namespace) -> dict:
+    from benchmarks.shapeworld_ablation import protocol_of
     from t2i_r1.shapeworld.demo import tables_of
-    from t2i_r1.shapeworld.protocol import Protocol
 
-    protocol = Protocol(per_cell=args.per_cell, samples=args.samples, seed=args.eval_seed, guidance=args.guidance)
+    protocol = protocol_of(args)
     planned = protocol.evaluate(policy)
     tables = tables_of(planned)
     tables["plans right"]["by family"] = plans_right_by_family(planned)

@@ -187,6 +187,7 @@ FAMILIES: dict[str, Family] = {
     )
 }
 PRETRAIN_FAMILIES: tuple[str, ...] = tuple(n for n, f in FAMILIES.items() if f.role == "pretrain")
+RL_FAMILIES: tuple[str, ...] = tuple(n for n, f in FAMILIES.items() if f.role == "rl")
 TRAIN_FAMILIES: tuple[str, ...] = tuple(n for n, f in FAMILIES.items() if f.role in ("pretrain", "rl"))
 ALL_FAMILIES: tuple[str, ...] = tuple(FAMILIES)
 
