@@ -7,8 +7,8 @@ checkpoint, scored before and after with the ShapeWorld protocol, with two switc
   partial credit) + (1 - S) x the image's partial score. ``S = 1`` with ``--mode semantic`` is a ceiling:
   the plan level trained on a noiseless plan signal, which no image reward can beat at the same steps.
 - ``--expose-steps N``: before RL, continue the checkpoint's pretraining for ``N`` steps with the RL
-  families' prompts as prompt -> image rows only (``LMTrainConfig.image_only_families``): their words
-  get a meaning while plans are still taught on the pretraining families alone.
+  families' prompts as prompt -> image rows only (``pretrain.expose``, as ``t2i-r1 shapeworld expose``):
+  their words get a meaning while plans are still taught on the pretraining families alone.
 
 It also reports how far RL moved the input embeddings of words the pretraining families use and of
 words only the RL families use (L2 distance, mean over words, against their norm): a word pretraining
@@ -94,17 +94,6 @@ def plans_right_by_family(result) -> dict[str, float]:
     return {name: sum(v) / len(v) for name, v in by.items()}
 
 
-def expose(policy, args: argparse.Namespace, log=print) -> dict:
-    """Continue pretraining with the RL families as image-only rows (constant lr after a short warm-up)."""
-    from t2i_r1.shapeworld.phrasing import PRETRAIN_FAMILIES, RL_FAMILIES
-    from t2i_r1.shapeworld.pretrain import LMTrainConfig, train_lm
-
-    config = LMTrainConfig(max_steps=args.expose_steps, batch=args.expose_batch, lr=args.expose_lr, warmup_steps=20,
-                           min_lr_ratio=1.0, examples=args.expose_examples, families=PRETRAIN_FAMILIES,
-                           image_only_families=RL_FAMILIES, image_only_share=args.expose_share, eval_every=0, seed=args.seed)
-    return train_lm(policy, config, log)
-
-
 def scores(policy, args: argparse.Namespace) -> dict:
     from benchmarks.shapeworld_ablation import protocol_of
     from t2i_r1.shapeworld.demo import tables_of
@@ -127,18 +116,16 @@ def summary_line(name: str, t: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from t2i_r1.cli.demo import add_arguments as demo_arguments
+    from t2i_r1.cli.shapeworld import add_exposure_arguments, exposure_config
     from t2i_r1.shapeworld.demo import run_grpo
     from t2i_r1.shapeworld.model import DEFAULT_ASSET, load_policy
+    from t2i_r1.shapeworld.pretrain import expose
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo_arguments(parser)
     parser.set_defaults(out="runs/shapeworld_plan_learning")
     parser.add_argument("--plan-share", type=float, default=0.0, help="share of the reward that checks the plan itself")
-    parser.add_argument("--expose-steps", type=int, default=0, help="pretraining steps with the RL families image-only first")
-    parser.add_argument("--expose-lr", type=float, default=3e-4)
-    parser.add_argument("--expose-batch", type=int, default=64)
-    parser.add_argument("--expose-examples", type=int, default=12_000)
-    parser.add_argument("--expose-share", type=float, default=2 / 3, help="share of the examples worded by the RL families")
+    add_exposure_arguments(parser, prefix="expose-", steps=0)
     args = parser.parse_args(argv)
     if not 0.0 <= args.plan_share <= 1.0:
         parser.error("--plan-share must be in [0, 1]")
@@ -152,10 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     result: dict = {"args": vars(args)}
     t0 = time.time()
     if args.expose_steps:
-        result["expose"] = expose(policy, args)
+        result["expose"] = expose(policy, exposure_config(args, "expose_"))
         print(f"exposed: {result['expose']['steps']} steps in {result['expose']['seconds']:.0f}s", flush=True)
         model_dir = str(out / "exposed")
-        policy.save_pretrained(model_dir)  # RL starts from it (and its reference is it)
+        policy.save_pretrained(model_dir)
+        # RL starts from the saved checkpoint, as after `t2i-r1 shapeworld expose`: from the exposed model
+        # still in memory the same seed took another float path (equal at step 1, apart from step 2).
+        policy = load_policy(model_dir)
     result["before"] = scores(policy, args)
     print(summary_line("before", result["before"]), flush=True)
     embeddings = policy.model.get_input_embeddings().weight.detach().clone()  # (V, H)

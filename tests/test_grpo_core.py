@@ -57,6 +57,24 @@ def test_group_advantages_population_std():
     close(stats.group_std, [std])
 
 
+def test_unscaled_advantages_are_the_centred_rewards():
+    # scale=False (Dr. GRPO): r - mean only. Groups [0, 2] and [10, 40] keep their spreads (-+1 and -+15)
+    # instead of both becoming -+0.707 z-scores; [1, nan] has one valid reward (zero-variance, 0) as with
+    # scaling, [3, 5] gives -+1, [5, 5] 0; the stats are the same as with scaling.
+    nan = float("nan")
+    rewards = t([0, 2, 10, 40, 1, nan, 3, 5, 5, 5])
+    adv, stats = group_advantages(rewards, group_size=2, scale=False)
+    close(adv, [-1, 1, -15, 15, 0, 0, -1, 1, 0, 0])
+    _, scaled_stats = group_advantages(rewards, group_size=2)
+    close(stats.group_std, scaled_stats.group_std)
+    assert stats.zero_variance.tolist() == scaled_stats.zero_variance.tolist()
+    per_reward = torch.stack([t([0, 2, 4, 6]), t([1, 1, 3, 7])], dim=1)  # (N=4, R=2), one group of 4
+    by_sum, _ = aggregate_rewards(per_reward, [1.0, 2.0], 4, "sum_then_normalize", scale=False)
+    close(by_sum, [-7, -5, 1, 11])  # totals 2 4 10 20, mean 9
+    by_reward, _ = aggregate_rewards(per_reward, [1.0, 2.0], 4, "normalize_then_sum", scale=False)
+    close(by_reward, [-3 + 2 * -2, -1 + 2 * -2, 1 + 2 * 0, 3 + 2 * 4])  # means 3 and 3: unscaled, the two agree
+
+
 def test_group_advantages_are_per_group():
     # two groups of 2: [0, 2] -> mean 1, sample std sqrt((1+1)/1) = sqrt(2): advantages -+1/(sqrt2+eps);
     # [10, 40] -> mean 25, std sqrt((225+225)/1) = sqrt(450): advantages -+15/(sqrt450+eps)

@@ -185,6 +185,36 @@ def test_loss_matches_unoptimised_reference_formula(tmp_path, monkeypatch):
     assert torch.allclose(captured["loss"], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("scale", ["group", "none"])
+def test_scale_rewards_reaches_the_loss(tmp_path, monkeypatch, scale):
+    """The step's advantages are each group's total reward centred, divided by the group's std unless
+    scale_rewards="none"."""
+    import t2i_r1.train.trainer as trainer_module
+
+    captured = {}
+    original = trainer_module.aggregate_rewards
+
+    def capture(per_reward, *args, **kwargs):
+        advantages, stats = original(per_reward, *args, **kwargs)
+        captured.update(per_reward=per_reward.clone(), advantages=advantages.clone())
+        return advantages, stats
+
+    monkeypatch.setattr(trainer_module, "aggregate_rewards", capture)
+    trainer = make_trainer(make_config(tmp_path, grpo=GRPOConfig(beta=0.0, scale_rewards=scale), steps=1))
+    trainer.train_step(PROMPTS)
+    total = captured["per_reward"].double().sum(dim=1).view(2, 4)  # (B, G): both rewards weigh 1
+    expected = total - total.mean(dim=1, keepdim=True)
+    if scale == "group":
+        expected = expected / (total.std(dim=1, keepdim=True) + 1e-4)
+    assert expected.abs().max() > 0  # the groups carry a signal
+    torch.testing.assert_close(captured["advantages"].double(), expected.view(-1), atol=1e-6, rtol=1e-5)
+
+
+def test_scale_rewards_is_checked():
+    with pytest.raises(ValueError, match="grpo.scale_rewards"):
+        GRPOConfig(scale_rewards="batch")
+
+
 def test_resume_reaches_the_same_weights(tmp_path):
     straight = make_trainer(make_config(tmp_path / "a", steps=4, save_every=1))
     straight.train()

@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="partial: share of the evaluator's checks passed; exact: 1 if all pass (the score reported)")
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--beta", type=float, default=0.0, help="KL weight (paper: 0.01; 0 skips the reference passes)")
+    parser.add_argument("--scale-rewards", default="group", choices=["group", "none"],
+                        help="group: advantages divided by the group's reward std (the paper); none: centred only (Dr. GRPO)")
     parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance, in training and evaluation")
     parser.add_argument("--logprob-mode", default="guided", choices=["conditional", "guided"],
                         help="image log-probs trained: the conditional branch, or the CFG mix that was sampled")

@@ -1,13 +1,15 @@
-"""``t2i-r1 shapeworld pretrain|eval|prompts|triples|planner|extend-vocab``: pretrain the ShapeWorld Janus
-from scratch, score a checkpoint, write training prompts or SFT triples, train a separate planner, or give
-a checkpoint the words of every phrasing family.
+"""``t2i-r1 shapeworld pretrain|eval|prompts|triples|planner|extend-vocab|expose``: pretrain the ShapeWorld
+Janus from scratch, score a checkpoint, write training prompts or SFT triples, train a separate planner,
+give a checkpoint the words of every phrasing family, or continue its pretraining with the RL families'
+prompts as prompt -> image rows (their words get a meaning; no plan is taught on them).
 
-    t2i-r1 shapeworld pretrain --out runs/shapeworld-base            # VQ then LM, bounded by steps (docs/shapeworld.md)
+    t2i-r1 shapeworld pretrain --out runs/shapeworld-base            # VQ, LM, exposure; bounded by steps (docs/shapeworld.md)
     t2i-r1 shapeworld eval --model t2i_r1/assets/shapeworld          # held-out, with and without plans
     t2i-r1 shapeworld prompts --out runs/sw-prompts.jsonl            # prompts + ground truth for t2i-r1 train
     t2i-r1 shapeworld triples --out runs/sw-triples --per-cell 8     # images/ + triples.jsonl (SFT data)
     t2i-r1 shapeworld planner --out runs/sw-planner --steps 1500     # a LlamaForCausalLM for ExternalPlanner
     t2i-r1 shapeworld extend-vocab --model OLD --out NEW             # new words as copies of <unk>
+    t2i-r1 shapeworld expose --model OLD --out NEW                   # 600 steps, RL families image-only
 
 The same recipes as for real checkpoints then run through the generic commands:
 ``t2i-r1 sft configs/recipes/sft_shapeworld.yaml``, ``t2i-r1 train configs/recipes/rl_shapeworld.yaml``,
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from t2i_r1.cli.options import add_model_argument, add_runtime_arguments
@@ -45,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="phrasing families taught only prompt -> image, never with a plan (default: none)")
     p.add_argument("--image-only-share", type=float, default=0.25,
                    help="share of the language model's examples worded by --image-only-families")
+    add_exposure_arguments(p, prefix="expose-")  # the CPU recipe ends with it; --expose-steps 0 skips it
     p.add_argument("--device", default="cpu")
     add_runtime_arguments(p)
     p.add_argument("--workers", type=int, default=1, help="processes drawing training scenes")
@@ -88,6 +92,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "(new words start as copies of <unk>, so behaviour is unchanged until training)")
     add_model_argument(x)
     x.add_argument("--out", required=True, help="directory to write the extended checkpoint to")
+    xp = sub.add_parser("expose", help="continue a checkpoint's pretraining with the RL families' prompts as "
+                        "prompt -> image rows only, beside the pretraining families' usual rows")
+    add_model_argument(xp)
+    xp.add_argument("--out", required=True, help="directory to write the exposed checkpoint to")
+    add_exposure_arguments(xp)
+    xp.add_argument("--seed", type=int, default=0)
+    xp.add_argument("--device", default="cpu")
+    add_runtime_arguments(xp)
+
+
+EXPOSURE_FIELDS = {
+    "steps": (int, "exposure steps: the RL families' prompts only as prompt -> image rows (0: none)"),
+    "batch": (int, "exposure batch size"),
+    "lr": (float, "exposure learning rate (constant after 20 warm-up steps)"),
+    "examples": (int, "examples the exposure draws"),
+    "share": (float, "share of them worded by the RL families"),
+}
+"""``ExposureConfig`` fields the commands expose; a flag left out keeps the config's default."""
+
+
+def add_exposure_arguments(parser: argparse.ArgumentParser, prefix: str = "", **defaults) -> None:
+    for name, (kind, text) in EXPOSURE_FIELDS.items():
+        default = defaults.get(name)
+        shown = "ExposureConfig's" if default is None else default
+        parser.add_argument(f"--{prefix}{name}", type=kind, default=default, help=f"{text} (default: {shown})")
+
+
+def exposure_config(args: argparse.Namespace, prefix: str = ""):
+    from t2i_r1.shapeworld.pretrain import ExposureConfig
+
+    given = {name: getattr(args, f"{prefix}{name}") for name in EXPOSURE_FIELDS}
+    return ExposureConfig(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
 
 
 def _pretrain(args: argparse.Namespace) -> None:
@@ -117,7 +153,7 @@ def _pretrain(args: argparse.Namespace) -> None:
             save_file({k: v for k, v in state.items() if k.startswith(TRAINED_PREFIXES)}, snapshot / f"lm-{step:06d}.safetensors")
 
     pretrain(args.out, spec=ShapeWorldModelSpec(seed=args.seed), vq=vq, lm=lm, log=log, device=args.device,
-             on_stage=on_stage)
+             on_stage=on_stage, exposure=exposure_config(args, "expose_"))
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -195,15 +231,40 @@ def _extend_vocab(args: argparse.Namespace) -> None:
     added = extend_vocabulary(policy, [*vocabulary(), *FORMAT_WORDS])
     out = Path(args.out)
     policy.save_pretrained(out)
+    _write_record(source, out, "vocabulary_extension", {"command": f"t2i-r1 shapeworld extend-vocab --model {source.name} --out DIR",
+                                                        "added": added, "initialised_as": "<unk>"})
+    print(f"saved {out}: {len(added)} words added ({' '.join(added) or 'none'})")
+
+
+def _expose(args: argparse.Namespace) -> None:
+    import torch
+
+    from t2i_r1.shapeworld.model import DEFAULT_ASSET, load_policy
+    from t2i_r1.shapeworld.pretrain import expose
+
+    torch.set_num_threads(args.threads)
+    source = Path(args.model or DEFAULT_ASSET)
+    policy = load_policy(source)
+    policy.model.to(args.device)
+    config = exposure_config(args)
+    summary = expose(policy, config, log=lambda s: print(s, flush=True))
+    policy.model.to("cpu")
+    out = Path(args.out)
+    policy.save_pretrained(out)
+    _write_record(source, out, "exposure", {"config": asdict(config), "result": summary, "device": args.device,
+                                            "command": f"t2i-r1 shapeworld expose --model {source.name} --out DIR"})
+    print(f"saved {out} ({summary['steps']} exposure steps in {summary['seconds']:.0f}s)")
+
+
+def _write_record(source: Path, out: Path, key: str, entry: dict) -> None:
+    """``out/pretrain.json``: the source's record with ``key`` set to ``entry`` (what was done to it)."""
     record_file = source / "pretrain.json"
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
-    record["vocabulary_extension"] = {"command": f"t2i-r1 shapeworld extend-vocab --model {source.name} --out DIR",
-                                      "added": added, "initialised_as": "<unk>"}
+    record[key] = entry
     (out / "pretrain.json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"saved {out}: {len(added)} words added ({' '.join(added) or 'none'})")
 
 
 def run(args: argparse.Namespace) -> None:
     commands = {"pretrain": _pretrain, "eval": _eval, "prompts": _prompts, "triples": _triples, "planner": _planner,
-                "extend-vocab": _extend_vocab}
+                "extend-vocab": _extend_vocab, "expose": _expose}
     commands[args.shapeworld_command](args)

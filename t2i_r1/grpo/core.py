@@ -19,7 +19,10 @@ every difference, with the reference-exact recipe, in docs/reference-differences
  1. Group = all G * K images of one prompt, as in the paper: a plan and the images drawn from it are
     scored against every other plan and image of the same prompt.
  2. Advantage ``(r - mean) / (std + eps)`` with eps = 1e-4 and the sample (n - 1) std, as the
-    reference (``torch.std``); ``std="population"`` divides by n instead.
+    reference (``torch.std``); ``std="population"`` divides by n instead. ``scale=False`` keeps only the
+    centring, ``r - mean`` (Dr. GRPO, Liu et al. 2025; TRL's ``scale_rewards="none"``): dividing by the
+    group's std gives a group whose rewards differ only by noise the same weight as one whose samples
+    differ in kind.
  3. NaN rewards mean "missing", never 0 (the reward interface's contract): group mean and std use the
     non-NaN members only and a NaN sample gets advantage 0. The reference has no NaN handling.
  4. A group whose valid rewards are all equal (or that has fewer than two valid rewards for the
@@ -176,8 +179,10 @@ def group_advantages(
     eps: float = 1e-4,
     std: str = "sample",
     drop_zero_variance: bool = False,
+    scale: bool = True,
 ) -> tuple[Tensor, AdvantageStats]:
-    """``(r - mean_group) / (std_group + eps)`` over consecutive groups of ``group_size`` samples.
+    """``(r - mean_group) / (std_group + eps)`` over consecutive groups of ``group_size`` samples
+    (``scale=False``: ``r - mean_group``).
 
     rewards: (N,) float, NaN = missing. Returns advantages (N,) in the rewards' dtype (computed in
     float64) and ``AdvantageStats``. NaN samples and zero-variance groups get advantage exactly 0.
@@ -187,7 +192,9 @@ def group_advantages(
     num_groups = _check_groups(rewards.numel(), group_size, "rewards")
     r = rewards.double()  # (N,)
     m = group_moments(r, group_size, std)
-    advantages = (r.view(num_groups, group_size) - m.mean[:, None]) / (m.std[:, None] + eps)  # (B, G*K)
+    advantages = r.view(num_groups, group_size) - m.mean[:, None]  # (B, G*K)
+    if scale:
+        advantages = advantages / (m.std[:, None] + eps)  # (B, G*K)
     advantages = advantages.view(-1)  # (N,)
     no_signal = ~m.valid | m.zero_variance.repeat_interleave(group_size)  # (N,)
     advantages = torch.where(no_signal, torch.zeros_like(advantages), advantages)  # (N,)
@@ -220,11 +227,12 @@ def sum_then_normalize(
     eps: float = 1e-4,
     std: str = "sample",
     drop_zero_variance: bool = False,
+    scale: bool = True,
 ) -> tuple[Tensor, AdvantageStats]:
     """The paper: total = weighted NaN-skipping sum over rewards (N,), then ``group_advantages``."""
     weights = _check_per_reward(per_reward, weights)  # (R,)
     total = weighted_nansum(per_reward, weights)  # (N,)
-    return group_advantages(total, group_size, eps=eps, std=std, drop_zero_variance=drop_zero_variance)
+    return group_advantages(total, group_size, eps=eps, std=std, drop_zero_variance=drop_zero_variance, scale=scale)
 
 
 def normalize_then_sum(
@@ -234,8 +242,10 @@ def normalize_then_sum(
     eps: float = 1e-4,
     std: str = "sample",
     drop_zero_variance: bool = False,
+    scale: bool = True,
 ) -> tuple[Tensor, AdvantageStats]:
-    """Each reward normalised within its group (NaN -> 0), then the weighted sum of the z-scores.
+    """Each reward normalised within its group (NaN -> 0), then the weighted sum of the z-scores
+    (``scale=False``: of the centred rewards).
 
     A group is zero-variance when every reward is zero-variance in it (then all its advantages are 0).
     ``stats.total_reward`` and the group mean/std are those of the weighted raw sum, for logging.
@@ -245,7 +255,7 @@ def normalize_then_sum(
     advantages = torch.zeros(per_reward.shape[0], dtype=per_reward.dtype, device=per_reward.device)  # (N,)
     zero_variance = torch.ones(num_groups, dtype=torch.bool, device=per_reward.device)  # (B,)
     for j in range(per_reward.shape[1]):
-        adv_j, stats_j = group_advantages(per_reward[:, j].contiguous(), group_size, eps=eps, std=std)  # (N,)
+        adv_j, stats_j = group_advantages(per_reward[:, j].contiguous(), group_size, eps=eps, std=std, scale=scale)  # (N,)
         advantages = advantages + weights[j] * adv_j  # (N,)
         zero_variance = zero_variance & stats_j.zero_variance  # (B,)
     total = weighted_nansum(per_reward, weights)  # (N,)
@@ -253,7 +263,7 @@ def normalize_then_sum(
     return advantages, _stats(m.mean, m.std, zero_variance, m.valid, total, group_size, drop_zero_variance)
 
 
-# name -> function(per_reward (N, R), weights (R,), group_size, eps, std, drop_zero_variance)
+# name -> function(per_reward (N, R), weights (R,), group_size, eps, std, drop_zero_variance, scale)
 ADVANTAGE_ESTIMATORS: dict[str, Callable[..., tuple[Tensor, AdvantageStats]]] = {
     "sum_then_normalize": sum_then_normalize,
     "normalize_then_sum": normalize_then_sum,
@@ -268,13 +278,14 @@ def aggregate_rewards(
     eps: float = 1e-4,
     std: str = "sample",
     drop_zero_variance: bool = False,
+    scale: bool = True,
 ) -> tuple[Tensor, AdvantageStats]:
     """Rewards (N, R) and their weights (R,) -> advantages (N,) and stats, by the named aggregation."""
     try:
         estimator = ADVANTAGE_ESTIMATORS[mode]
     except KeyError:
         raise ValueError(f"unknown reward aggregation mode {mode!r}; known: {sorted(ADVANTAGE_ESTIMATORS)}") from None
-    return estimator(per_reward, weights, group_size, eps=eps, std=std, drop_zero_variance=drop_zero_variance)
+    return estimator(per_reward, weights, group_size, eps=eps, std=std, drop_zero_variance=drop_zero_variance, scale=scale)
 
 
 # --------------------------------------------------------------------------------------------------

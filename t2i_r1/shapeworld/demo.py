@@ -65,7 +65,7 @@ def train_config(model_dir: str, args: argparse.Namespace):
         ),
         rewards={"shapeworld": RewardSpec()},
         grpo=GRPOConfig(beta=args.beta, num_iterations=args.iterations, loss_aggregation="segment_weighted" if args.plan_weight != 1.0 else "token_mean",
-                        plan_weight=args.plan_weight, image_weight=1.0),
+                        plan_weight=args.plan_weight, image_weight=1.0, scale_rewards=args.scale_rewards),
         optim=OptimConfig(lr=args.lr),
         steps=args.steps, prompts_per_step=args.prompts_per_step, micro_batch_size=args.prompts_per_step * args.group * args.images_per_plan,
         seed=args.seed, save_every=0, resume=False, image_log_every=0,

@@ -31,6 +31,13 @@ Choices:
    words are new to the model; ``image_only_families`` adds families as prompt -> image rows, so their
    words get a meaning without plans being taught on them (RL at the demo's learning rate barely moves
    a new word's embedding: ``docs/shapeworld.md``, "What holds the plan level back").
+6. Exposure (``ExposureConfig``, ``expose``) is the same idea as a short stage after the language model:
+   a few hundred steps at a constant learning rate in which the RL families' prompts appear only as
+   prompt -> image rows, beside the usual rows of the pretraining families. On a finished model it
+   gives the RL families' words a meaning while keeping its images, which a quarter of image-only rows
+   from the first step did not (the CPU runs in ``docs/shapeworld.md``). ``t2i-r1 shapeworld pretrain``
+   ends with it by default (``--expose-steps 0`` skips it); ``pretrain()`` runs it when given one. It
+   draws its examples in one process, so its result does not depend on ``workers``.
 
 Dimension letters: N rows, S sequence, T image tokens, H hidden, V text vocab, C codebook.
 """
@@ -51,7 +58,7 @@ import torch.nn.functional as F
 from t2i_r1.policy.janus import JanusPolicy
 from t2i_r1.shapeworld.evaluator import ShapeWorldEvaluator
 from t2i_r1.shapeworld.grammar import CATEGORIES, Example, LayoutError, sample_example, sample_prompt, split_of
-from t2i_r1.shapeworld.phrasing import PRETRAIN_FAMILIES, family
+from t2i_r1.shapeworld.phrasing import PRETRAIN_FAMILIES, RL_FAMILIES, family
 from t2i_r1.shapeworld.model import ShapeWorldModelSpec, build_model, encode_images, to_pixels
 from t2i_r1.shapeworld.world import render
 
@@ -493,6 +500,31 @@ def train_lm(
     return {"steps": step, "seconds": time.time() - start, "history": history}
 
 
+@dataclass
+class ExposureConfig:
+    """Continued pretraining in which ``image_only_families`` appear only as prompt -> image rows."""
+
+    steps: int = 600
+    batch: int = 64
+    lr: float = 3e-4
+    """Constant after a 20-step warm-up: the stage continues a finished model."""
+    examples: int = 12_000
+    share: float = 2 / 3
+    """Share of the examples worded by ``image_only_families``."""
+    image_only_families: tuple[str, ...] = RL_FAMILIES
+    seed: int = 0
+
+    def lm_config(self) -> LMTrainConfig:
+        return LMTrainConfig(max_steps=self.steps, batch=self.batch, lr=self.lr, warmup_steps=20, min_lr_ratio=1.0,
+                             examples=self.examples, families=PRETRAIN_FAMILIES, image_only_families=self.image_only_families,
+                             image_only_share=self.share, eval_every=0, seed=self.seed, workers=1)
+
+
+def expose(policy: JanusPolicy, config: ExposureConfig = ExposureConfig(), log: Log = print) -> dict:
+    """Run the exposure stage on ``policy`` in place; returns ``train_lm``'s summary."""
+    return train_lm(policy, config.lm_config(), log)
+
+
 def pretrain(
     out: str | Path,
     *,
@@ -502,9 +534,11 @@ def pretrain(
     log: Log = print,
     device: str = "cpu",
     on_stage: Callable[[JanusPolicy, str, int], None] | None = None,
+    exposure: ExposureConfig | None = None,
 ) -> JanusPolicy:
-    """Build, train the VQ, train the LM and save to ``out`` (with ``pretrain.json``: configs and timings).
-    ``on_stage(policy, "vq" | "lm", step)`` runs after the VQ stage and at each LM evaluation (snapshots)."""
+    """Build, train the VQ, train the LM, run the ``exposure`` stage when given, and save to ``out`` (with
+    ``pretrain.json``: configs and timings). ``on_stage(policy, "vq" | "lm", step)`` runs after the VQ stage
+    and at each LM evaluation (snapshots)."""
     policy = build_model(spec)
     policy.model.to(device)
     t0 = time.time()
@@ -514,11 +548,14 @@ def pretrain(
     lm_summary = train_lm(policy, lm, log, on_eval=(lambda step, table: on_stage(policy, "lm", step)) if on_stage else None)
     if on_stage is not None:
         on_stage(policy, "lm", lm_summary["steps"])
+    exposure_summary = expose(policy, exposure, log) if exposure is not None and exposure.steps else None
     policy.model.to("cpu")
     out = Path(out)
     policy.save_pretrained(out)  # weights, processor and reasoning.txt
     summary = {"spec": asdict(spec), "vq": asdict(vq), "lm": asdict(lm), "device": device, "vq_result": vq_summary,
                "lm_result": lm_summary, "seconds": time.time() - t0}
+    if exposure_summary is not None:
+        summary.update(exposure=asdict(exposure), exposure_result=exposure_summary)
     (out / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"saved {out} after {time.time() - t0:.0f}s")
     return policy

@@ -97,6 +97,9 @@ class GRPOConfig:
     """With segment_weighted: weight of the image tokens' mean loss."""
     drop_zero_variance_groups: bool = False
     advantage_eps: float = 1e-4
+    scale_rewards: Literal["group", "none"] = "group"
+    """``group``: divide each group's centred rewards by the group's std (the paper, TRL's default);
+    ``none``: keep ``r - mean`` (Dr. GRPO; TRL's ``scale_rewards="none"``)."""
 
     def __post_init__(self):
         check_finite(self, "grpo.")
@@ -106,6 +109,8 @@ class GRPOConfig:
             raise ValueError(f"grpo.num_iterations must be >= 1, got {self.num_iterations}")
         if self.epsilon_low < 0 or self.epsilon_high < 0:
             raise ValueError("grpo.epsilon_low and grpo.epsilon_high must be >= 0")
+        if self.scale_rewards not in ("group", "none"):
+            raise ValueError(f"grpo.scale_rewards must be 'group' or 'none', got {self.scale_rewards!r}")
 
 
 @dataclass

@@ -167,6 +167,7 @@ class BiCoTGRPOTrainer(LoopAttributes):
             advantages, adv_stats = aggregate_rewards(
                 per_reward, self.reward_weights, rollout.group_size, cfg.grpo.reward_aggregation,
                 eps=cfg.grpo.advantage_eps, drop_zero_variance=cfg.grpo.drop_zero_variance_groups,
+                scale=cfg.grpo.scale_rewards == "group",
             )
         batch = TrainingBatch.from_rollout(rollout, advantages.to(acc.device))
         keep = adv_stats.keep.to(acc.device)  # (N,) whole groups
