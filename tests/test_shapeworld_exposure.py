@@ -40,8 +40,8 @@ def test_exposure_plans_only_on_the_pretraining_families():
     rng = np.random.default_rng(0)
     examples = sample_examples(14, rng, families=PRETRAIN_FAMILIES) + sample_examples(14, rng, families=RL_FAMILIES)
     enc = encode_examples(policy, examples, config.image_only_families)
-    batch = make_batch(policy, enc, list(range(28)) * 4, config, rng)
     rows = list(range(28)) * 4
+    batch = make_batch(policy, enc, rows, config, rng)
     plan_rows = [rows[i] for i in range(len(rows)) if not batch["is_image"][i].any()]
     assert plan_rows and all(examples[e].prompt.phrasing in PRETRAIN_FAMILIES for e in plan_rows)
     image_rows = [rows[i] for i in range(len(rows)) if batch["is_image"][i].any()]
@@ -98,7 +98,7 @@ def test_pretrain_runs_the_exposure_stage_last_and_records_it(tmp_path):
     spec = ShapeWorldModelSpec(layers=1, codebook=64)  # the VQ stage needs the real image grid
     pretrain(tmp_path / "with", spec=spec, vq=vq, lm=lm, log=QUIET, exposure=SMALL)
     record = json.loads((tmp_path / "with" / "pretrain.json").read_text())
-    assert record["exposure"]["steps"] == 2 and record["exposure_result"]["steps"] == 2
+    assert record["exposure"]["config"]["steps"] == 2 and record["exposure"]["result"]["steps"] == 2
     pretrain(tmp_path / "without", spec=spec, vq=vq, lm=lm, log=QUIET)
     assert "exposure" not in json.loads((tmp_path / "without" / "pretrain.json").read_text())
     # With the stage the result is the plain pretraining's model, exposed.

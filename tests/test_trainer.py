@@ -186,7 +186,7 @@ def test_loss_matches_unoptimised_reference_formula(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("scale", ["group", "none"])
-def test_scale_rewards_reaches_the_loss(tmp_path, monkeypatch, scale):
+def test_scale_rewards_reaches_the_advantages(tmp_path, monkeypatch, scale):
     """The step's advantages are each group's total reward centred, divided by the group's std unless
     scale_rewards="none"."""
     import t2i_r1.train.trainer as trainer_module

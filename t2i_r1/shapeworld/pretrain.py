@@ -554,8 +554,8 @@ def pretrain(
     policy.save_pretrained(out)  # weights, processor and reasoning.txt
     summary = {"spec": asdict(spec), "vq": asdict(vq), "lm": asdict(lm), "device": device, "vq_result": vq_summary,
                "lm_result": lm_summary, "seconds": time.time() - t0}
-    if exposure_summary is not None:
-        summary.update(exposure=asdict(exposure), exposure_result=exposure_summary)
+    if exposure_summary is not None:  # the same entry as `t2i-r1 shapeworld expose` writes
+        summary["exposure"] = {"config": asdict(exposure), "result": exposure_summary}
     (out / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"saved {out} after {time.time() - t0:.0f}s")
     return policy
