@@ -244,6 +244,21 @@ def test_plan_check_catches_wrong_plans():
     assert parse_plan("two small green solid circles") == Plan((PlanItem(2, "small", "green", "solid", "circle"),))
 
 
+def test_plan_failure_names_what_the_plan_check_rejects():
+    from t2i_r1.shapeworld.grammar import plan_failure
+
+    p = Prompt("a green circle left of a square", "spatial",
+               (ObjectSpec(shape="circle", color="green"), ObjectSpec(shape="square")), (Relation(0, 1, "left of"),))
+    good = "one small green solid circle at left ; one large red hollow square at right"
+    assert plan_failure(p, good) == "right"
+    assert plan_failure(p, "one green circle") == "unparseable"
+    assert plan_failure(p, good.replace("green", "blue")) == "objects"
+    assert plan_failure(p, good + " ; one small red solid triangle") == "objects"  # an extra object
+    # Every object right but unplaced: the plan is silent on the layout, not wrong about it.
+    assert plan_failure(p, "one small green solid circle ; one large red hollow square") == "no region"
+    assert plan_failure(p, "one small green solid circle at right ; one large red hollow square at left") == "relation"
+
+
 # ---------------------------------------------------------------------------------------------
 # Splits and vocabulary
 

@@ -623,6 +623,26 @@ def check_plan(prompt: Prompt | Mapping[str, Any], plan: Plan | str) -> Verdict:
     return judge(prompt, things, region_relation_holds)
 
 
+PLAN_FAILURES = ("right", "unparseable", "objects", "no region", "relation")
+"""What ``plan_failure`` can answer, from the best plan to the worst-placed: the objects wrong (missing,
+miscounted or extra) come before a relation that fails with every object right."""
+
+
+def plan_failure(prompt: Prompt | Mapping[str, Any], plan: str) -> str:
+    """Why ``check_plan`` rejects a plan, one of ``PLAN_FAILURES``: "right"; "unparseable"; "objects" (an
+    object missing, miscounted or extra); "no region" (every object right, a relation failing where a
+    single object of the plan has no region, so the plan says nothing of the layout); "relation" (every
+    object right and placed, a relation wrong)."""
+    verdict = check_plan(prompt, plan)
+    if verdict.score == 1.0:
+        return "right"
+    if any(name.startswith("parse") for name in verdict.checks):
+        return "unparseable"
+    if any(v < 1.0 for name, v in verdict.checks.items() if not name.startswith("relation")):
+        return "objects"
+    return "no region" if any(i.count == 1 and i.region is None for i in parse_plan(plan).items) else "relation"
+
+
 # ---------------------------------------------------------------------------------------------
 # Splits
 
