@@ -22,8 +22,8 @@ Choices, and how they differ from the paper:
    hundred steps.
 5. The loss weights the plan part (``--plan-weight``, 16 by default: w x mean over plan tokens + mean
    over image tokens) instead of the paper's single token mean, in which the ~16 plan tokens weigh a
-   fifth of the 64 image tokens. Over 5 training seeds weight 16 scored 4.7 points above weight 4
-   (``docs/shapeworld.md``).
+   fifth of the 64 image tokens. Over 5 training seeds weight 16 scored 4.7 points above weight 4 on
+   the first packaged model (``docs/shapeworld.md``).
 """
 
 from __future__ import annotations
