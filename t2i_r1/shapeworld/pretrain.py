@@ -500,9 +500,10 @@ def train_lm(
     return {"steps": step, "seconds": time.time() - start, "history": history}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExposureConfig:
-    """Continued pretraining in which ``image_only_families`` appear only as prompt -> image rows."""
+    """Continued pretraining in which ``image_only_families`` appear only as prompt -> image rows
+    (frozen: one value serves as ``expose``'s default and as shared test settings)."""
 
     steps: int = 600
     batch: int = 64
